@@ -1,0 +1,1 @@
+"""Vectorised analytics over the order history: RFM and recommendations."""

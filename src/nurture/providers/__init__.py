@@ -1,0 +1,1 @@
+"""One folder per vendor (vertical slices); ``signing`` is shared by all."""

@@ -1,0 +1,1 @@
+"""calcom provider."""

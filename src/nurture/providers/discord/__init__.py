@@ -1,0 +1,1 @@
+"""Discord: incoming webhook messages."""

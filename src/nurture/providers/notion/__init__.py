@@ -1,0 +1,1 @@
+"""Notion: the contact mirror's API client."""

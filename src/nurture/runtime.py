@@ -1,0 +1,153 @@
+"""Running processes: the worker loop, the API server, and both in one process (``nurture up``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+
+import uvicorn
+
+from nurture.bootstrap import Container
+from nurture.services.process import EventProcessor
+
+log = logging.getLogger("nurture.runtime")
+
+
+class Waker:
+    """Thread-safe nudge: ingest calls ``notify`` after a commit, the worker wakes at once."""
+
+    def __init__(self) -> None:
+        self._event: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending = threading.Event()
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._event = asyncio.Event()
+        if self._pending.is_set():
+            self._event.set()
+
+    def notify(self) -> None:
+        self._pending.set()
+        if self._loop is not None and self._event is not None:
+            self._loop.call_soon_threadsafe(self._event.set)
+
+    async def wait(self, timeout: float) -> None:
+        assert self._event is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), timeout)
+        self._event.clear()
+        self._pending.clear()
+
+
+# Loops the worker runs beside event processing (the job scheduler registers one here).
+WorkerLoop = Callable[[asyncio.Event], Awaitable[None]]
+
+
+class Worker:
+    def __init__(
+        self,
+        container: Container,
+        processor: EventProcessor,
+        waker: Waker,
+        extra_loops: list[WorkerLoop] | None = None,
+    ) -> None:
+        self.container = container
+        self.processor = processor
+        self.waker = waker
+        self.extra_loops = extra_loops or []
+
+    async def _events(self, stop: asyncio.Event) -> None:
+        poll = self.container.settings.worker_poll_seconds
+        while not stop.is_set():
+            try:
+                result = await asyncio.to_thread(self.processor.run_once)
+            except Exception:
+                log.exception("event batch failed", extra={"action": "worker.batch_error"})
+                await self.waker.wait(poll)
+                continue
+            if result.total:
+                log.info(
+                    "events processed",
+                    extra={
+                        "action": "worker.batch",
+                        "processed": result.processed,
+                        "retried": result.retried,
+                        "failed": result.failed,
+                    },
+                )
+            else:
+                await self.waker.wait(poll)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.waker.bind(asyncio.get_running_loop())
+        stopper = asyncio.create_task(self._wake_on_stop(stop))
+        try:
+            await asyncio.gather(self._events(stop), *(loop(stop) for loop in self.extra_loops))
+        finally:
+            stopper.cancel()
+
+    async def _wake_on_stop(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self.waker.notify()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn re-raises SIGTERM after its shutdown, so the process would die by the signal;
+    nurture handles the signals itself so a drained shutdown exits 0."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def install_stop_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def serve(app: object, host: str, port: int, worker: Worker | None = None) -> None:
+    """Serve HTTP (and, for ``up``, run the worker in the same event loop) until SIGTERM/SIGINT.
+
+    On a stop signal uvicorn stops accepting and finishes in-flight requests; the worker then
+    finishes its current batch and returns.
+    """
+    config = uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        server_header=False,
+    )
+    # The ingest writer thread and the event loop hand work to each other on every request; at
+    # the default 5 ms GIL switch interval each hand-off can wait a full interval.
+    sys.setswitchinterval(0.0002)
+    server = _Server(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def _shutdown() -> None:
+        server.should_exit = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, _shutdown)
+    tasks = [asyncio.create_task(server.serve())]
+    if worker is not None:
+        tasks.append(asyncio.create_task(worker.run(stop)))
+    await tasks[0]
+    stop.set()
+    await asyncio.gather(*tasks[1:])
+
+
+async def work(worker: Worker) -> None:
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    await worker.run(stop)

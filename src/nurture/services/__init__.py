@@ -1,0 +1,1 @@
+"""Use cases that own the transaction: ingest, process, and the feature services."""

@@ -1,0 +1,2 @@
+"""The only package that imports SQLAlchemy: one module per aggregate, one function per
+operation."""

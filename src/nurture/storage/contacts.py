@@ -1,0 +1,261 @@
+"""Contacts and their identities."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Row,
+    String,
+    bindparam,
+    cast,
+    delete,
+    insert,
+    or_,
+    select,
+    update,
+)
+
+from nurture.core.contacts import ContactState
+from nurture.storage.dialect import insert_ignore
+from nurture.storage.schema import contacts, identities
+
+_STATE_COLUMNS = (
+    "first_name",
+    "last_name",
+    "phone",
+    "time_zone",
+    "attributes",
+    "tags",
+    "segments",
+    "status",
+    "score",
+    "engagement",
+    "rfm",
+    "last_event_at",
+)
+
+
+def _state(row: Row[Any], idents: dict[str, str]) -> ContactState:
+    m = row._mapping
+    return ContactState(
+        id=m["id"],
+        email=m["email"],
+        first_name=m["first_name"],
+        last_name=m["last_name"],
+        phone=m["phone"],
+        time_zone=m["time_zone"],
+        attributes=dict(m["attributes"] or {}),
+        tags=list(m["tags"] or []),
+        segments=dict(m["segments"] or {}),
+        status=m["status"],
+        score=m["score"],
+        engagement=dict(m["engagement"] or {}),
+        rfm=m["rfm"],
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+        last_event_at=m["last_event_at"],
+        identities=idents,
+    )
+
+
+def load_many(
+    conn: Connection, *, emails: Sequence[str] = (), ids: Sequence[int] = ()
+) -> list[ContactState]:
+    """Contacts by e-mail and/or id, with their identities, in two queries."""
+    conds = []
+    if emails:
+        conds.append(contacts.c.email.in_(list(emails)))
+    if ids:
+        conds.append(contacts.c.id.in_(list(ids)))
+    if not conds:
+        return []
+    rows = conn.execute(select(contacts).where(or_(*conds))).all()
+    idents: dict[int, dict[str, str]] = {r.id: {} for r in rows}
+    if idents:
+        for r in conn.execute(
+            select(identities.c.contact_id, identities.c.kind, identities.c.value).where(
+                identities.c.contact_id.in_(list(idents))
+            )
+        ):
+            idents[r.contact_id][r.kind] = r.value
+    return [_state(r, idents[r.id]) for r in rows]
+
+
+def ids_by_identities(
+    conn: Connection, pairs: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], int]:
+    """``{(kind, value): contact_id}`` for the identities that exist."""
+    by_kind: dict[str, list[str]] = {}
+    for kind, value in pairs:
+        by_kind.setdefault(kind, []).append(value)
+    out: dict[tuple[str, str], int] = {}
+    for kind, values in by_kind.items():
+        rows = conn.execute(
+            select(identities.c.value, identities.c.contact_id).where(
+                identities.c.kind == kind, identities.c.value.in_(values)
+            )
+        )
+        for r in rows:
+            out[(kind, r.value)] = r.contact_id
+    return out
+
+
+def create_many(
+    conn: Connection, emails: Sequence[str | None], now: datetime
+) -> list[ContactState]:
+    """Insert new contacts in one statement; the states come back in the order given."""
+    if not emails:
+        return []
+    blank = ContactState(id=0, email=None)
+    base = {name: getattr(blank, name) for name in _STATE_COLUMNS}
+    rows = [{**base, "email": e, "created_at": now, "updated_at": now} for e in emails]
+    result = conn.execute(
+        insert(contacts).returning(contacts.c.id, sort_by_parameter_order=True), rows
+    )
+    ids = [r.id for r in result]
+    return [
+        ContactState(id=i, email=e, created_at=now, updated_at=now, is_new=True)
+        for i, e in zip(ids, emails, strict=True)
+    ]
+
+
+def save_many(conn: Connection, states: Sequence[ContactState], now: datetime) -> None:
+    """Write back every changed contact in one executemany."""
+    if not states:
+        return
+    params = []
+    for state in states:
+        row = {f"v_{name}": getattr(state, name) for name in _STATE_COLUMNS}
+        row.update(v_email=state.email, v_updated_at=now, b_id=state.id)
+        params.append(row)
+        state.updated_at = now
+        state.dirty = False
+    names = (*_STATE_COLUMNS, "email", "updated_at")
+    values: dict[str, Any] = {name: bindparam(f"v_{name}") for name in names}
+    conn.execute(update(contacts).where(contacts.c.id == bindparam("b_id")).values(values), params)
+
+
+def _identities(conn: Connection, contact_id: int) -> dict[str, str]:
+    rows = conn.execute(
+        select(identities.c.kind, identities.c.value).where(identities.c.contact_id == contact_id)
+    )
+    return {r.kind: r.value for r in rows}
+
+
+def load(conn: Connection, contact_id: int) -> ContactState | None:
+    row = conn.execute(select(contacts).where(contacts.c.id == contact_id)).first()
+    return _state(row, _identities(conn, contact_id)) if row else None
+
+
+def load_by_email(conn: Connection, email: str) -> ContactState | None:
+    row = conn.execute(select(contacts).where(contacts.c.email == email)).first()
+    return _state(row, _identities(conn, row.id)) if row else None
+
+
+def id_by_identity(conn: Connection, kind: str, value: str) -> int | None:
+    return conn.execute(
+        select(identities.c.contact_id).where(
+            identities.c.kind == kind, identities.c.value == value
+        )
+    ).scalar_one_or_none()
+
+
+def create(
+    conn: Connection, email: str | None, now: datetime, traits: dict[str, Any] | None = None
+) -> ContactState:
+    state = ContactState(id=0, email=email, created_at=now, updated_at=now, is_new=True)
+    if traits:
+        state.apply_traits(traits)
+    values = {name: getattr(state, name) for name in _STATE_COLUMNS}
+    values.update(email=email, created_at=now, updated_at=now)
+    state.id = conn.execute(insert(contacts).values(**values).returning(contacts.c.id)).scalar_one()
+    state.dirty = False
+    return state
+
+
+def save(conn: Connection, state: ContactState, now: datetime) -> None:
+    values = {name: getattr(state, name) for name in _STATE_COLUMNS}
+    values.update(email=state.email, updated_at=now)
+    conn.execute(update(contacts).where(contacts.c.id == state.id).values(**values))
+    state.updated_at = now
+    state.dirty = False
+
+
+def add_identities(conn: Connection, contact_id: int, idents: dict[str, str]) -> None:
+    """Attach identities; one already owned by another contact stays with that contact."""
+    if idents:
+        conn.execute(
+            insert_ignore(conn, identities),
+            [{"contact_id": contact_id, "kind": k, "value": v} for k, v in idents.items()],
+        )
+
+
+def search(
+    conn: Connection, query: str | None, *, after_id: int | None = None, limit: int = 50
+) -> list[dict[str, Any]]:
+    stmt = select(contacts).order_by(contacts.c.id).limit(limit)
+    if query:
+        like = f"%{query.strip().lower()}%"
+        stmt = stmt.where(
+            or_(
+                contacts.c.email.like(like),
+                contacts.c.first_name.ilike(like),
+                contacts.c.last_name.ilike(like),
+                cast(contacts.c.tags, String).like(like),
+                contacts.c.id.in_(
+                    select(identities.c.contact_id).where(identities.c.value.ilike(like))
+                ),
+            )
+        )
+    if after_id is not None:
+        stmt = stmt.where(contacts.c.id > after_id)
+    return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
+def get_row(conn: Connection, contact_id: int) -> dict[str, Any] | None:
+    row = conn.execute(select(contacts).where(contacts.c.id == contact_id)).mappings().first()
+    if row is None:
+        return None
+    out = dict(row)
+    out["identities"] = _identities(conn, contact_id)
+    return out
+
+
+def id_by_email(conn: Connection, email: str) -> int | None:
+    return conn.execute(select(contacts.c.id).where(contacts.c.email == email)).scalar_one_or_none()
+
+
+def ids_by_emails(conn: Connection, emails: Sequence[str]) -> dict[str, int]:
+    if not emails:
+        return {}
+    rows = conn.execute(
+        select(contacts.c.email, contacts.c.id).where(contacts.c.email.in_(list(emails)))
+    )
+    return {r.email: r.id for r in rows}
+
+
+def insert_emails(conn: Connection, emails: Sequence[str], now: datetime) -> None:
+    """Blank contacts for these e-mails in one executemany, without RETURNING (which SQLite
+    runs row by row); e-mails already known are skipped. For bulk imports."""
+    if emails:
+        blank = ContactState(id=0, email=None)
+        base = {name: getattr(blank, name) for name in _STATE_COLUMNS}
+        rows = [{**base, "email": e, "created_at": now, "updated_at": now} for e in emails]
+        conn.execute(insert_ignore(conn, contacts), rows)
+
+
+def add_identities_many(conn: Connection, rows: Sequence[tuple[int, str, str]]) -> None:
+    """``(contact_id, kind, value)`` in one statement (imports); taken identities stay put."""
+    if rows:
+        conn.execute(
+            insert_ignore(conn, identities),
+            [{"contact_id": c, "kind": k, "value": v} for c, k, v in rows],
+        )
+
+
+def erase(conn: Connection, contact_id: int) -> bool:
+    return conn.execute(delete(contacts).where(contacts.c.id == contact_id)).rowcount == 1

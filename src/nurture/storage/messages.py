@@ -1,0 +1,182 @@
+"""Messages: one row per e-mail or SMS nurture means to send, keyed by the job that sends it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, func, select, update
+
+from nurture.storage.dialect import insert_ignore
+from nurture.storage.schema import messages
+
+# Statuses after which the key is settled: a replay or a second worker does nothing.
+FINAL = frozenset({"sent", "suppressed", "skipped"})
+# Statuses whose last attempt is known not to have reached the provider.
+KNOWN_UNSENT = frozenset({"retrying", "failed"})
+
+# Delivery events recorded on the row, first occurrence only.
+EVENT_COLUMNS = {
+    "delivered": "delivered_at",
+    "opened": "opened_at",
+    "clicked": "clicked_at",
+    "bounced": "bounced_at",
+    "complained": "complained_at",
+    "unsubscribed": "unsubscribed_at",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The outcome of claiming a key.
+
+    ``previous`` is the status the row had before this claim (``None`` for a new row);
+    ``previous == "sending"`` means an earlier attempt may have reached the provider.
+    """
+
+    id: int
+    previous: str | None
+    attempts: int
+
+    @property
+    def uncertain(self) -> bool:
+        return self.previous == "sending"
+
+
+def get_by_key(conn: Connection, key: str) -> dict[str, Any] | None:
+    row = conn.execute(select(messages).where(messages.c.key == key)).mappings().first()
+    return dict(row) if row else None
+
+
+def get(conn: Connection, message_id: int) -> dict[str, Any] | None:
+    row = conn.execute(select(messages).where(messages.c.id == message_id)).mappings().first()
+    return dict(row) if row else None
+
+
+def get_by_provider_id(conn: Connection, provider_message_id: str) -> dict[str, Any] | None:
+    row = (
+        conn.execute(
+            select(messages)
+            .where(messages.c.provider_message_id == provider_message_id)
+            .order_by(messages.c.id)
+        )
+        .mappings()
+        .first()
+    )
+    return dict(row) if row else None
+
+
+def record(conn: Connection, values: dict[str, Any], status: str, now: datetime) -> int | None:
+    """Insert a row that is already settled (suppressed, skipped); ``None`` if the key exists."""
+    row = {**values, "status": status, "attempts": 0, "created_at": now, "updated_at": now}
+    result = conn.execute(insert_ignore(conn, messages).values(**row).returning(messages.c.id))
+    return result.scalar_one_or_none()
+
+
+def claim(conn: Connection, values: dict[str, Any], now: datetime) -> Claim | None:
+    """Take the key for one attempt; ``None`` when it is already settled.
+
+    Runs in its own short transaction, committed before the provider is called, so the row
+    says ``sending`` for exactly the window in which the outcome can be unknown.
+    """
+    row = {**values, "status": "sending", "attempts": 1, "created_at": now, "updated_at": now}
+    new_id = conn.execute(
+        insert_ignore(conn, messages).values(**row).returning(messages.c.id)
+    ).scalar_one_or_none()
+    if new_id is not None:
+        return Claim(new_id, None, 1)
+    current = (
+        conn.execute(
+            select(messages.c.id, messages.c.status, messages.c.attempts)
+            .where(messages.c.key == values["key"])
+            .with_for_update()
+        )
+        .mappings()
+        .one()
+    )
+    if current["status"] in FINAL:
+        return None
+    attempts = current["attempts"] + 1
+    conn.execute(
+        update(messages)
+        .where(messages.c.id == current["id"])
+        .values(status="sending", attempts=attempts, updated_at=now)
+    )
+    return Claim(current["id"], current["status"], attempts)
+
+
+def complete(
+    conn: Connection,
+    message_id: int,
+    provider_message_id: str | None,
+    settled: str | None,
+    now: datetime,
+) -> None:
+    conn.execute(
+        update(messages)
+        .where(messages.c.id == message_id)
+        .values(
+            status="sent",
+            provider_message_id=provider_message_id,
+            settled=settled,
+            error=None,
+            sent_at=now,
+            updated_at=now,
+        )
+    )
+
+
+def fail(conn: Connection, message_id: int, status: str, error: str, now: datetime) -> None:
+    """``retrying``/``failed``: known not sent. ``sending`` keeps the outcome unknown."""
+    conn.execute(
+        update(messages)
+        .where(messages.c.id == message_id)
+        .values(status=status, error=error[:2000], updated_at=now)
+    )
+
+
+def mark_event(conn: Connection, message_id: int, kind: str, at: datetime) -> bool:
+    """Record a delivery event's first time on the row; ``False`` if unknown or already set."""
+    column = EVENT_COLUMNS.get(kind)
+    if column is None:
+        return False
+    col = messages.c[column]
+    result = conn.execute(
+        update(messages).where(messages.c.id == message_id, col.is_(None)).values({column: at})
+    )
+    return result.rowcount == 1
+
+
+def for_contact(conn: Connection, contact_id: int, limit: int = 100) -> list[dict[str, Any]]:
+    stmt = (
+        select(messages)
+        .where(messages.c.contact_id == contact_id)
+        .order_by(messages.c.id.desc())
+        .limit(limit)
+    )
+    return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
+def count_by_status(conn: Connection) -> dict[str, int]:
+    rows = conn.execute(select(messages.c.status, func.count()).group_by(messages.c.status))
+    return {r[0]: r[1] for r in rows}
+
+
+def search(
+    conn: Connection,
+    *,
+    contact_id: int | None = None,
+    status: str | None = None,
+    before_id: int | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    """Newest first; ``before_id`` is the cursor (the last id of the previous page)."""
+    stmt = select(messages).order_by(messages.c.id.desc()).limit(limit)
+    if contact_id is not None:
+        stmt = stmt.where(messages.c.contact_id == contact_id)
+    if status:
+        stmt = stmt.where(messages.c.status == status)
+    if before_id is not None:
+        stmt = stmt.where(messages.c.id < before_id)
+    return [dict(r) for r in conn.execute(stmt).mappings()]

@@ -1,0 +1,41 @@
+"""Token buckets in a row, so every worker on one database shares a provider's limit."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Connection, select, update
+
+from nurture.storage.dialect import insert_ignore
+from nurture.storage.schema import rate_limits
+
+
+def take(conn: Connection, name: str, rate: float, burst: int, now: datetime) -> float:
+    """Take one token; return 0 when taken, else the seconds until one is available.
+
+    The row is locked (``FOR UPDATE`` on PostgreSQL; SQLite writers are serialised anyway), so
+    concurrent workers never both spend the last token.
+    """
+    conn.execute(
+        insert_ignore(conn, rate_limits).values(
+            name=name, tokens_milli=burst * 1000, updated_at=now
+        )
+    )
+    row = conn.execute(
+        select(rate_limits.c.tokens_milli, rate_limits.c.updated_at)
+        .where(rate_limits.c.name == name)
+        .with_for_update()
+    ).one()
+    elapsed = max(0.0, (now - row.updated_at).total_seconds())
+    tokens = min(float(burst), row.tokens_milli / 1000 + elapsed * rate)
+    wait = 0.0
+    if tokens >= 1:
+        tokens -= 1
+    else:
+        wait = (1 - tokens) / rate
+    conn.execute(
+        update(rate_limits)
+        .where(rate_limits.c.name == name)
+        .values(tokens_milli=int(tokens * 1000), updated_at=max(now, row.updated_at))
+    )
+    return wait

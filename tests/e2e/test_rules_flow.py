@@ -1,0 +1,156 @@
+"""A signed event in, processed by the worker: the score and tags change, and the timeline and
+the score API explain every point. Plus the rules API: list, dry run, tasks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from nurture.clock import VirtualClock
+from nurture.config import Settings
+from nurture.storage import api_keys
+from nurture.storage import contacts as contact_store
+from nurture.testing import Harness, harness, new_secret, signed_json
+
+SECRET = new_secret()
+KEY = "nk_rules_e2e"
+AUTH = {"authorization": f"Bearer {KEY}"}
+EMAIL = "vip@example.com"
+
+
+@pytest.fixture
+def h(make_settings: Callable[..., Settings], clock: VirtualClock) -> Iterator[Harness]:
+    with harness(make_settings(track_secret=SECRET), clock) as hh:
+        with hh.container.db.begin() as conn:
+            api_keys.create(conn, "rules-e2e", KEY, clock.now())
+        yield hh
+
+
+def post(h: Harness, payload: dict[str, Any]) -> list[int]:
+    body, headers = signed_json(SECRET, payload, h.clock.now())
+    r = h.client.post("/webhooks/track", content=body, headers=headers)
+    assert r.status_code == 202, r.text
+    ids: list[int] = r.json()["event_ids"]
+    return ids
+
+
+def make_vip(h: Harness) -> int:
+    post(h, {"type": "page.viewed", "contact": {"email": EMAIL}, "data": {"url": "/"}})
+    h.process()
+    with h.container.db.begin() as conn:
+        state = contact_store.load_by_email(conn, EMAIL)
+        assert state is not None
+        state.rfm = {
+            "recency_days": 3,
+            "frequency": 2,
+            "monetary": 420.0,
+            "score": 3.5,
+            "last_order_at": (h.clock.now() - timedelta(days=3)).isoformat(),
+        }
+        contact_store.save(conn, state, h.clock.now())
+        return state.id
+
+
+def test_signed_click_scores_tags_and_the_timeline_explains_it(h: Harness) -> None:
+    contact_id = make_vip(h)
+    [event_id] = post(
+        h,
+        {
+            "type": "email.clicked",
+            "contact": {"email": EMAIL},
+            "data": {"link": "https://example.com/offer"},
+        },
+    )
+    h.process()
+
+    contact = h.client.get(f"/api/v1/contacts/{EMAIL}", headers=AUTH).json()
+    assert "engaged" in contact["tags"]
+    assert contact["segments"]["value"] == "VIP"
+    # 50 + 35 (rfm 3.5) + 4 (two engagement events) + 10 (two orders) + 15 (click rule) -> 100
+    assert contact["score"] == 100
+
+    timeline = h.client.get(f"/api/v1/contacts/{contact_id}/timeline", headers=AUTH).json()
+    fired = {i["rule_id"]: i for i in timeline["items"] if i["kind"] == "rule.fired"}
+    assert set(fired) == {"email-clicked", "high-score"}
+    assert fired["email-clicked"]["event_id"] == event_id
+    # The crossing of 80 was queued as a derived event of the click, which fired the VIP rule.
+    derived = h.client.get(f"/api/v1/events/{fired['high-score']['event_id']}", headers=AUTH)
+    assert derived.json()["type"] == "score.crossed"
+    assert derived.json()["parent_id"] == event_id
+    actions = fired["email-clicked"]["detail"]["actions"]
+    assert [(a["action"], a.get("score"), a.get("tag")) for a in actions] == [
+        ("score", 15, None),
+        ("tag", None, "engaged"),
+    ]
+    crossed = [i for i in timeline["items"] if i["kind"] == "score.crossed"]
+    assert crossed and crossed[0]["detail"]["threshold"] == 80
+
+    score = h.client.get(f"/api/v1/contacts/{EMAIL}/score", headers=AUTH).json()
+    assert score["total"] == 100
+    assert score["components"]["engagement"] == 15
+    assert score["components"]["rfm"] == 35
+    assert [(r["rule_id"], r["event_id"], r["delta"]) for r in score["rules"]] == [
+        ("email-clicked", event_id, 15)
+    ]
+
+    # The VIP rule's jobs are visible, waiting for the delivery handlers.
+    jobs = h.client.get("/api/v1/jobs", headers=AUTH).json()["items"]
+    kinds = sorted((j["kind"], j["status"]) for j in jobs)
+    assert ("send_email", "scheduled") in kinds
+    assert ("task", "scheduled") in kinds
+
+
+def test_dry_run_changes_nothing_and_says_why(h: Harness) -> None:
+    contact_id = make_vip(h)
+    before = h.client.get(f"/api/v1/contacts/{contact_id}", headers=AUTH).json()
+    r = h.client.post(
+        "/api/v1/rules/dry-run",
+        headers=AUTH,
+        json={"event": {"type": "email.opened", "data": {}}, "contact_ref": EMAIL},
+    )
+    assert r.status_code == 200, r.text
+    result = r.json()
+    statuses = {x["rule_id"]: x["status"] for x in result["rules"]}
+    assert statuses["email-opened"] == "fired"
+    assert statuses["purchase"] == "not-triggered"
+    assert [d["action"] for d in result["decisions"]] == ["score"]
+
+    r = h.client.post(
+        "/api/v1/rules/dry-run",
+        headers=AUTH,
+        json={"event": {"type": "purchase.completed", "data": {"amount": "a lot"}}},
+    )
+    result = r.json()
+    assert {x["rule_id"]: x["status"] for x in result["rules"]}["purchase"] == "condition-error"
+    assert result["errors"][0]["rule_id"] == "purchase"
+    assert result["decisions"] == []
+
+    r = h.client.post(
+        "/api/v1/rules/dry-run",
+        headers=AUTH,
+        json={"event": {"type": "email.opened"}, "contact": {"segments": {}, "rfm": {}}},
+    )
+    assert {x["rule_id"]: x["status"] for x in r.json()["rules"]}["email-opened"] == (
+        "condition-false"
+    )
+    after = h.client.get(f"/api/v1/contacts/{contact_id}", headers=AUTH).json()
+    assert after == before
+
+    bad = h.client.post("/api/v1/rules/dry-run", headers=AUTH, json={"event": {"data": {}}})
+    assert bad.status_code == 422
+    assert bad.json()["errors"][0]["field"] == "event.type"
+
+
+def test_rules_and_tasks_listing_need_a_key(h: Harness) -> None:
+    assert h.client.get("/api/v1/rules").status_code == 401
+    assert h.client.get("/api/v1/tasks").status_code == 401
+    rules = h.client.get("/api/v1/rules", headers=AUTH).json()
+    assert rules["rules"][0]["id"] == "unsubscribe"
+    assert {s["id"] for s in rules["segmentations"]} == {"value", "assessment"}
+    assert h.client.get("/api/v1/tasks", headers=AUTH).json() == {"items": [], "next_after": None}
+    assert h.client.get("/api/v1/contacts/nobody@example.com/score", headers=AUTH).status_code == (
+        404
+    )

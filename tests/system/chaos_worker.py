@@ -1,0 +1,58 @@
+"""A worker process for the chaos tests: ``python -m tests.system.chaos_worker URL READY_DIR``.
+
+Its only handler, ``effect``, writes the job's key into ``effects`` (UNIQUE key, counting
+attempts) in its own transaction, like a provider call that happens outside the job's row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from sqlalchemy import text
+
+from nurture.bootstrap import build_container
+from nurture.config import Settings
+from nurture.jobs import HandlerRegistry, JobContext, JobWorker
+from nurture.runtime import install_stop_signals
+
+EFFECTS_DDL = "CREATE TABLE effects (key VARCHAR(300) NOT NULL UNIQUE, attempts INTEGER NOT NULL)"
+
+
+def effect(ctx: JobContext) -> None:
+    with ctx.deps.db.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO effects (key, attempts) VALUES (:k, 1) "
+                "ON CONFLICT (key) DO UPDATE SET attempts = effects.attempts + 1"
+            ),
+            {"k": ctx.key},
+        )
+
+
+async def main(url: str, ready_dir: Path) -> None:
+    settings = Settings(
+        database_url=url,
+        job_lease_seconds=3,
+        job_grace_seconds=15,
+        job_batch_size=100,
+        job_concurrency=20,
+        job_max_idle_seconds=1,
+    )
+    container = build_container(settings)
+    registry = HandlerRegistry()
+    registry.register("effect", effect, max_attempts=1000)
+    worker = JobWorker(container, registry)
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    (ready_dir / f"{os.getpid()}.ready").touch()
+    try:
+        await worker.run(stop)
+    finally:
+        container.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], Path(sys.argv[2])))

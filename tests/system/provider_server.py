@@ -1,0 +1,91 @@
+"""Brevo's or Resend's documented API over real HTTP on 127.0.0.1, for worker processes.
+
+The request checks are those of the ``httpx.MockTransport`` fakes in
+``tests.integration.delivery_fakes``; this only puts them behind a socket.
+"""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+
+from tests.integration.delivery_fakes import FakeBrevo, FakeResend
+
+WAIT_SECONDS = 60.0
+
+
+class ProviderServer:
+    """Serves a fake's ``handle`` over real HTTP, as if at the provider's documented host.
+
+    With ``hold_first`` the first accepted e-mail's answer is held back (``held`` is set) until
+    ``release``: the provider has the e-mail, the sender never learns it.
+    """
+
+    def __init__(self, fake: FakeResend | FakeBrevo, origin: str, *, hold_first: bool) -> None:
+        self.fake, self.origin = fake, origin
+        self.hold_first = hold_first
+        self.held, self.release = threading.Event(), threading.Event()
+        self.errors: list[str] = []
+        self.lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def _answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Any:
+        request = httpx.Request(method, self.origin + path, headers=headers, content=body)
+        with self.lock:
+            accepted = len(self.fake.accepted)
+            try:
+                response = self.fake.handle(request)
+            except AssertionError as exc:  # a request the documented API would refuse
+                self.errors.append(f"{method} {path}: {exc!r}")
+                return httpx.Response(400, json={"message": "request does not match the API"})
+            hold = self.hold_first and accepted == 0 and len(self.fake.accepted) == 1
+        if hold:
+            self.held.set()
+            self.release.wait(WAIT_SECONDS)
+        return response
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _serve(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else b""
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                response = server._answer(self.command, self.path, headers, body)
+                content = response.content
+                try:
+                    self.send_response(response.status_code)
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-length", str(len(content)))
+                    self.end_headers()
+                    self.wfile.write(content)
+                except OSError:
+                    pass  # the worker was killed while we held the answer back
+
+            do_GET = do_POST = _serve
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        return Handler
+
+    def __enter__(self) -> ProviderServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()

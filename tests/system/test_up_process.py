@@ -1,0 +1,110 @@
+"""``nurture up`` as a real process: signed events over real HTTP, the contact back via the API."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from nurture.testing import new_secret, signed_json
+
+pytestmark = pytest.mark.slow
+NURTURE = str(Path(sys.executable).parent / "nurture")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"nurture exited early with {proc.returncode}")
+        try:
+            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("nurture did not become ready")
+
+
+def test_up_serves_signed_events_and_api(tmp_path: Path) -> None:
+    secret = new_secret()
+    port = free_port()
+    env = {
+        **os.environ,
+        "NURTURE_DATABASE_URL": f"sqlite:///{tmp_path / 'nurture.db'}",
+        "NURTURE_TRACK_SECRET": secret,
+        "NURTURE_PORT": str(port),
+        "NURTURE_WORKER_POLL_SECONDS": "0.2",
+    }
+    subprocess.run([NURTURE, "migrate"], env=env, check=True, capture_output=True)
+    out = subprocess.run(
+        [NURTURE, "keys", "create", "system-test"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    key = out.split()[-1]
+    assert key.startswith("nk_")
+    proc = subprocess.Popen(
+        [NURTURE, "up", "--no-migrate"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base, proc)
+        events = [
+            {
+                "id": f"sys-{i}",
+                "type": "page.viewed",
+                "contact": {"email": "sys@example.com", "first_name": "Sys"},
+                "data": {"n": i},
+            }
+            for i in range(20)
+        ]
+        with httpx.Client(base_url=base, timeout=10) as client:
+            for ev in events:
+                body, headers = signed_json(secret, ev, datetime.now(UTC))
+                r = client.post("/webhooks/track", content=body, headers=headers)
+                assert r.status_code == 202, r.text
+            auth = {"authorization": f"Bearer {key}"}
+            deadline = time.monotonic() + 20
+            processed = 0
+            while time.monotonic() < deadline:
+                r = client.get("/api/v1/events", params={"status": "processed"}, headers=auth)
+                processed = len(r.json()["items"])
+                if processed == 20:
+                    break
+                time.sleep(0.2)
+            assert processed == 20
+            contact = client.get("/api/v1/contacts/sys@example.com", headers=auth).json()
+            assert contact["first_name"] == "Sys"
+            timeline = client.get(f"/api/v1/contacts/{contact['id']}/timeline", headers=auth)
+            assert len(timeline.json()["items"]) == 21
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert secret.encode() not in err  # secrets never reach the logs
+    assert b'"action":"http.request"' in err
