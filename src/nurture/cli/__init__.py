@@ -1,12 +1,6 @@
-"""The ``nurture`` command line (typer)."""
+"""The ``nurture`` command line (typer); the entry point is ``nurture.cli.main:main``.
 
-from __future__ import annotations
-
-from nurture.cli.main import app
-
-
-def main() -> None:
-    app()
-
-
-__all__ = ["app", "main"]
+Deliberately empty: importing a sub-command module (``nurture.cli.simulate``)
+must not drag in ``main``, which imports every sub-command back (a cycle that
+broke test collection when a test imported a sub-command first).
+"""

@@ -172,3 +172,7 @@ def keys_list() -> None:
                 f"{row['id']}\t{row['name']}\t{row['prefix']}…\t{row['created_at']:%Y-%m-%d}",
                 highlight=False,
             )
+
+
+def main() -> None:
+    app()
