@@ -42,8 +42,10 @@ fmt: $(STAMP) ## Format and auto-fix with ruff
 type: $(STAMP) ## Type-check src/ with mypy --strict
 	$(BIN)/mypy
 
-bench: $(STAMP) ## Run the benchmarks (prints tables; set NURTURE_BENCH_PG_URL for PostgreSQL)
-	$(BIN)/python bench/ingest.py
+BENCHES ?= ingest sources scheduler rules sequences delivery rfm
+
+bench: $(STAMP) ## Run every benchmark (tables; BENCHES="ingest rfm" for some; PostgreSQL via NURTURE_BENCH_PG_URL)
+	@set -e; for b in $(BENCHES); do echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py; done
 
 clean: ## Remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -25,10 +25,13 @@ def test_every_admin_route_needs_a_valid_key(h: Harness) -> None:
 
 
 def test_contacts_search_get_timeline(h: Harness) -> None:
-    send(h, [
-        {"type": "page.viewed", "contact": {"email": "ann@shop.fr", "first_name": "Ann"}},
-        {"type": "page.viewed", "contact": {"email": "bob@shop.fr", "client_code": "C9"}},
-    ])
+    send(
+        h,
+        [
+            {"type": "page.viewed", "contact": {"email": "ann@shop.fr", "first_name": "Ann"}},
+            {"type": "page.viewed", "contact": {"email": "bob@shop.fr", "client_code": "C9"}},
+        ],
+    )
     h.process()
     page = h.client.get("/api/v1/contacts", params={"query": "ann"}, headers=AUTH).json()
     assert [c["email"] for c in page["items"]] == ["ann@shop.fr"]
@@ -50,9 +53,9 @@ def test_events_filter_detail_and_replay(h: Harness) -> None:
     listed = h.client.get("/api/v1/events", params={"status": "pending"}, headers=AUTH).json()
     assert len(listed["items"]) == 2
     h.process()
-    clicked = h.client.get(
-        "/api/v1/events", params={"type": "link.clicked"}, headers=AUTH
-    ).json()["items"]
+    clicked = h.client.get("/api/v1/events", params={"type": "link.clicked"}, headers=AUTH).json()[
+        "items"
+    ]
     assert [e["id"] for e in clicked] == [eid] and clicked[0]["status"] == "processed"
     detail = h.client.get(f"/api/v1/events/{eid}", headers=AUTH).json()
     assert detail["canonical"]["type"] == "link.clicked" and detail["raw_encoding"] == "utf-8"

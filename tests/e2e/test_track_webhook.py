@@ -56,8 +56,9 @@ def test_batch_array_accepted(h: Harness) -> None:
     assert h.process() >= 5  # plus any derived events the default pack queues
     with h.container.db.read() as conn:
         done = conn.execute(
-            select(func.count()).where(events.c.id.in_(r.json()["event_ids"]),
-                                       events.c.status == "processed")
+            select(func.count()).where(
+                events.c.id.in_(r.json()["event_ids"]), events.c.status == "processed"
+            )
         ).scalar_one()
     assert done == 5
 
@@ -115,8 +116,11 @@ def test_missing_contact_key_is_422_naming_the_field(h: Harness) -> None:
 
 
 def test_write_key_allows_behaviour_events_only_with_cors(h: Harness) -> None:
-    headers = {"content-type": "text/plain", "x-nurture-write-key": WRITE_KEY,
-               "origin": "https://shop.example"}
+    headers = {
+        "content-type": "text/plain",
+        "x-nurture-write-key": WRITE_KEY,
+        "origin": "https://shop.example",
+    }
     r = h.client.post("/webhooks/track", content=orjson.dumps(EVENT), headers=headers)
     assert r.status_code == 202
     assert r.headers["access-control-allow-origin"] == "*"
@@ -125,7 +129,8 @@ def test_write_key_allows_behaviour_events_only_with_cors(h: Harness) -> None:
     assert_problem(r, 403, "behaviour")
     assert r.headers["access-control-allow-origin"] == "*"
     r = h.client.post(
-        "/webhooks/track?write_key=nope", content=orjson.dumps(EVENT),
+        "/webhooks/track?write_key=nope",
+        content=orjson.dumps(EVENT),
         headers={"content-type": "application/json"},
     )
     assert_problem(r, 401, "unknown write key")
@@ -134,9 +139,7 @@ def test_write_key_allows_behaviour_events_only_with_cors(h: Harness) -> None:
     assert "x-nurture-write-key" in pre.headers["access-control-allow-headers"]
 
 
-def test_unconfigured_source_is_404(
-    make_settings: Callable[..., Settings], clock: Any
-) -> None:
+def test_unconfigured_source_is_404(make_settings: Callable[..., Settings], clock: Any) -> None:
     with harness(make_settings(), clock) as bare:
         body, headers = signed_json(TRACK_SECRET, EVENT, clock.now())
         r = bare.client.post("/webhooks/track", content=body, headers=headers)

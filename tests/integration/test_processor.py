@@ -75,9 +75,7 @@ def test_identity_first_then_email_merges_into_one_contact(
     ingestor.store([ev("1", ContactRef(identities={"client_code": "C1"}))])
     proc = EventProcessor(db, clock, [], partitions=8)
     proc.drain()
-    ingestor.store(
-        [ev("2", ContactRef(email="c1@shop.fr", identities={"client_code": "C1"}))]
-    )
+    ingestor.store([ev("2", ContactRef(email="c1@shop.fr", identities={"client_code": "C1"}))])
     ingestor.store([ev("3", ContactRef(email="c1@shop.fr"))])
     proc.drain()
     with db.read() as conn:
@@ -148,8 +146,9 @@ def test_derived_events_are_queued_and_processed_after_their_cause(
     EventProcessor(db, clock, [Deriver(), rec], partitions=8).drain()
     with db.read() as conn:
         rows = conn.execute(
-            select(events.c.type, events.c.depth, events.c.parent_id, events.c.status)
-            .order_by(events.c.id)
+            select(events.c.type, events.c.depth, events.c.parent_id, events.c.status).order_by(
+                events.c.id
+            )
         ).all()
     assert [tuple(r) for r in rows] == [
         ("page.viewed", 0, None, "processed"),

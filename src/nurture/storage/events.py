@@ -51,9 +51,9 @@ _TIMES = frozenset({"available_at", "received_at", "occurred_at"})
 _CHUNK = 1000
 
 
-def _sqlite_time(value: datetime) -> str:
+def _sqlite_time(value: datetime | None) -> str | None:
     # The exact text SQLAlchemy's SQLite DATETIME writes, so UtcDateTime reads it back.
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return None if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def insert_new(conn: Connection, rows: Sequence[dict[str, Any]]) -> dict[str, int]:

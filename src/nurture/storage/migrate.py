@@ -21,7 +21,7 @@ def _config(db: Database) -> Config:
     return cfg
 
 
-def upgrade(db: Database, revision: str = "heads") -> None:
+def upgrade(db: Database, revision: str = "head") -> None:
     cfg = _config(db)
     with db.engine.begin() as conn:
         cfg.attributes["connection"] = conn
@@ -29,14 +29,13 @@ def upgrade(db: Database, revision: str = "heads") -> None:
 
 
 def head_revision(db: Database) -> str | None:
-    heads = sorted(ScriptDirectory.from_config(_config(db)).get_heads())
-    return ",".join(heads) or None
+    # One linear chain; a second head means two migrations claim the same parent.
+    return ScriptDirectory.from_config(_config(db)).get_current_head()
 
 
 def current_revision(db: Database) -> str | None:
     with db.read_engine.connect() as conn:
-        heads = sorted(MigrationContext.configure(conn).get_current_heads())
-    return ",".join(heads) or None
+        return MigrationContext.configure(conn).get_current_revision()
 
 
 def is_current(db: Database) -> bool:

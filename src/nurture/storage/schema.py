@@ -411,9 +411,7 @@ enrollments = Table(
 enrollment_steps = Table(
     "enrollment_steps",
     metadata,
-    Column(
-        "enrollment_id", Id, ForeignKey("enrollments.id", ondelete="CASCADE"), primary_key=True
-    ),
+    Column("enrollment_id", Id, ForeignKey("enrollments.id", ondelete="CASCADE"), primary_key=True),
     Column("step_id", String(100), primary_key=True),
     Column("position", Integer, nullable=False),
     # scheduled -> sent | skipped (past, min_lead, suppressed, condition) | cancelled

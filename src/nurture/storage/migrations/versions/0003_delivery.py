@@ -1,7 +1,7 @@
 """delivery: messages, suppressions, outbound endpoints and their delivery log, rate limits
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0002
 Create Date: 2026-11-23
 """
 
@@ -11,7 +11,7 @@ from alembic import op
 from nurture.storage.types import Id, UtcDateTime
 
 revision = "0003"
-down_revision = "0001"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 

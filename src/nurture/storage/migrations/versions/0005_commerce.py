@@ -1,7 +1,7 @@
 """commerce: products, orders, order lines, RFM baseline
 
 Revision ID: 0005
-Revises: 0001
+Revises: 0004
 Create Date: 2026-11-23
 """
 
@@ -11,7 +11,7 @@ from alembic import op
 from nurture.storage.types import Id, Json, UtcDateTime
 
 revision = "0005"
-down_revision = "0001"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

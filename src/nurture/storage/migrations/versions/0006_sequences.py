@@ -1,7 +1,7 @@
 """sequences: enrollments, enrollment steps, tombstones
 
 Revision ID: 0006
-Revises: 0001
+Revises: 0005
 Create Date: 2026-11-23
 """
 
@@ -11,7 +11,7 @@ from alembic import op
 from nurture.storage.types import Id, UtcDateTime
 
 revision = "0006"
-down_revision = "0001"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """integrations: Notion pages mirrored per contact
 
 Revision ID: 0007
-Revises: 0001
+Revises: 0006
 Create Date: 2026-11-23
 """
 
@@ -11,7 +11,7 @@ from alembic import op
 from nurture.storage.types import Id, UtcDateTime
 
 revision = "0007"
-down_revision = "0001"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
