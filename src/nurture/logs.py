@@ -14,7 +14,8 @@ from typing import Any
 
 import orjson
 
-_RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+# uvicorn adds an ANSI-coloured copy of each message for terminals; JSON lines need neither.
+_RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "color_message"}
 _SECRETS: list[str] = []
 
 
