@@ -69,14 +69,19 @@ def build_steps(container: Container) -> list[Step]:
 
     steps.append(build_purchase_step(s.automation_dir))  # orders + RFM, before rules read them
     # Rules read what earlier steps computed (RFM) and leave markers for later ones (sequences).
-    steps.append(build_rules_step(s.automation_dir, s.time_scale))
+    rules = build_rules_step(s.automation_dir, s.time_scale)
+    from nurture.automation import load_pack
+    from nurture.services.outbound import silence_switched_off
+
+    pack = load_pack(s.automation_dir)
+    silence_switched_off(rules, pack, s)  # no job for an endpoint whose URL is unset
+    steps.append(rules)
     from nurture.services.sequences import build_sequences_step
 
     steps.append(build_sequences_step(s.automation_dir, s.time_scale))  # reads the rules' markers
-    from nurture.automation import load_pack
     from nurture.services.notion_mirror import build_step as build_notion_step
 
-    notion = build_notion_step(load_pack(s.automation_dir), s)
+    notion = build_notion_step(pack, s)
     if notion is not None:
         steps.append(notion)  # last: mirrors the contact as this event leaves it
     return steps
@@ -102,6 +107,9 @@ def build_registry(container: Container) -> HandlerRegistry:
     from nurture.services.rule_schedule import register as register_rule_schedule
 
     register_rule_schedule(registry)
+    from nurture.services.rules import register as register_rule_actions
+
+    register_rule_actions(registry)  # delayed score/tag/set ... actions (``after:``)
     from nurture.automation import load_pack
     from nurture.services.notion_mirror import register as register_notion
 

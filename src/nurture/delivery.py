@@ -131,7 +131,13 @@ def build_delivery(
         else limiter_for(db, clock, "sms", sms.name, settings.sms_rate_per_second),
     )
     outbound = Outbound(
-        db, clock, templates, hooks, endpoints, resolve_targets=not settings.dry_run
+        db,
+        clock,
+        templates,
+        hooks,
+        endpoints,
+        resolve_targets=not settings.dry_run,
+        rate_limited=not settings.dry_run,
     )
     return DeliveryServices(delivery, outbound, client)
 

@@ -8,12 +8,14 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from typing import Any
 
 import uvicorn
 
 from nurture.bootstrap import Container
 from nurture.services.process import EventProcessor
+from nurture.storage import notify
 
 log = logging.getLogger("nurture.runtime")
 
@@ -35,7 +37,9 @@ class Waker:
     def notify(self) -> None:
         self._pending.set()
         if self._loop is not None and self._event is not None:
-            self._loop.call_soon_threadsafe(self._event.set)
+            # RuntimeError: the loop closed while another thread was committing.
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._event.set)
 
     async def wait(self, timeout: float) -> None:
         assert self._event is not None
@@ -86,11 +90,25 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         self.waker.bind(asyncio.get_running_loop())
-        stopper = asyncio.create_task(self._wake_on_stop(stop))
+        helpers = [asyncio.create_task(self._wake_on_stop(stop))]
+        # New events wake the processor at once instead of at the next poll: written by another
+        # process (`nurture serve`) they arrive as NOTIFY on PostgreSQL; on SQLite only this
+        # process can write them (ingest in `nurture up`, job handlers), through the commit hook.
+        db = self.container.db
+        remove_hook = None
+        if db.is_sqlite:
+            remove_hook = notify.on_commit(db.engine, notify.EVENTS, self.waker.notify)
+        else:
+            handlers = {notify.EVENTS: lambda _payload: self.waker.notify()}
+            helpers.append(asyncio.create_task(notify.listen(db, handlers, stop)))
         try:
             await asyncio.gather(self._events(stop), *(loop(stop) for loop in self.extra_loops))
         finally:
-            stopper.cancel()
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+            if remove_hook is not None:
+                remove_hook()
 
     async def _wake_on_stop(self, stop: asyncio.Event) -> None:
         await stop.wait()
@@ -110,6 +128,22 @@ def install_stop_signals(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+
+
+def run(main: Coroutine[Any, Any, None]) -> None:
+    """``asyncio.run`` on uvloop when it is installed (``uvicorn[standard]`` brings it).
+
+    uvicorn picks uvloop only when it creates the loop itself; ``serve`` runs inside nurture's
+    loop (beside the worker, for ``up``), so the choice is made here. uvloop's loop and transports
+    cost markedly less per request than asyncio's (see bench/ingest.py --loop asyncio).
+    """
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
 
 
 async def serve(app: object, host: str, port: int, worker: Worker | None = None) -> None:

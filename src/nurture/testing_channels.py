@@ -73,6 +73,7 @@ class RecordingWebhooks:
         *,
         timeout: float | None = None,
         headers: dict[str, str] | None = None,
+        connect_to: str | None = None,
     ) -> WebhookResponse:
         self.posts.append(RecordedPost(url, msg_id, timestamp, body, secret))
         return WebhookResponse(self.status_code)

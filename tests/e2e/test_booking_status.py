@@ -159,3 +159,28 @@ def test_local_start_falls_back_to_the_offset_given() -> None:
     assert toronto is not None and toronto.date().isoformat() == "2026-12-01"
     assert local_start("2026-12-02T04:30:00", "UTC") is None
     assert local_start("tomorrow", "UTC") is None
+
+
+def test_rescheduled_to_less_than_two_hours_away_is_still_booked_then_cancelled(
+    h: Harness, clock: VirtualClock
+) -> None:
+    """created (3 days out) -> rescheduled to 1 h from now -> cancelled: the move inside the
+    reminders' 2 h minimum lead still updates the status and the call date (the prototype
+    skipped close meetings), and the cancellation of the new booking is applied."""
+    first = clock.now() + timedelta(days=3)
+    send(h, "BOOKING_CREATED", "bk_a", first)
+    assert attributes(h)["booking_status"] == "booked"
+
+    clock.advance(timedelta(minutes=10))
+    soon = clock.now() + timedelta(hours=1)
+    send(h, "BOOKING_RESCHEDULED", "bk_b", soon, rescheduleUid="bk_a")
+    attrs = attributes(h)
+    local = soon.astimezone(ZoneInfo("America/Toronto"))
+    assert (attrs["booking_status"], attrs["booking_uid"]) == ("booked", "bk_b")
+    assert attrs["call_date"] == local.date().isoformat()
+    assert attrs["call_at"] == local.isoformat()
+    assert attrs["campaign_status"] == "pre-call"
+
+    clock.advance(timedelta(minutes=10))
+    send(h, "BOOKING_CANCELLED", "bk_b", soon, cancellationReason="sick")
+    assert attributes(h)["booking_status"] == "cancelled"

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from nurture.bootstrap import build_steps
 from nurture.clock import VirtualClock
 from nurture.config import Settings
 from nurture.services.context import ProcessingContext
@@ -72,10 +73,26 @@ def test_wait_answers_with_the_purchase_rule_decisions_and_due_times(h: Harness)
     assert scheduled["task"]["title"] == "Follow-up call"
     assert scheduled["task"]["due_at"] == (now + timedelta(hours=24)).isoformat()
 
+    # The purchase lifted the score past 80: the derived score.crossed event was processed in
+    # the same call, and the VIP rule's decisions come back with it.
+    [crossed] = [d for d in result["derived"] if d["type"] == "score.crossed"]
+    assert crossed["status"] == "processed" and crossed["parent_id"] == result["event_id"]
+    [vip] = crossed["decisions"]
+    assert vip["rule_id"] == "high-score"
+    assert [a["action"] for a in vip["actions"]] == ["send_email", "task"]
+    vip_jobs = {s["action"]: s for s in crossed["scheduled"]}
+    assert vip_jobs["send_email"]["template"] == "vip_offer"
+    assert vip_jobs["send_email"]["due_at"] == now.isoformat()
+    assert vip_jobs["task"]["title"] == "Call this VIP lead"
+    assert vip_jobs["task"]["task_kind"] == "call"
+    assert vip_jobs["task"]["due_at"] == (now + timedelta(hours=2)).isoformat()
+    assert all(d["status"] == "processed" for d in result["derived"])
+
     # The same flow run retried (same event id): the stored outcome, nothing scheduled twice.
     again = post(h, PURCHASE, "?wait=true").json()
     assert again["event_ids"] == body["event_ids"]
     assert again["results"][0]["scheduled"] == result["scheduled"]
+    assert again["results"][0]["derived"] == result["derived"]
     outcome = h.client.get(f"/api/v1/events/{body['event_ids'][0]}/outcome", headers=AUTH)
     assert outcome.json()["decisions"] == result["decisions"]
 
@@ -86,6 +103,10 @@ def test_a_small_purchase_fires_nothing(h: Harness) -> None:
     assert result["status"] == "processed"
     assert [d["rule_id"] for d in result["decisions"]] == []
     assert result["scheduled"] == []
+    # A new contact with a first order: contact.created and segment.changed, firing no rule.
+    derived = {d["type"]: d for d in result["derived"]}
+    assert set(derived) == {"contact.created", "segment.changed"}
+    assert all(d["status"] == "processed" and d["decisions"] == [] for d in derived.values())
 
 
 def test_without_wait_the_event_is_stored_for_the_worker(h: Harness) -> None:
@@ -117,15 +138,18 @@ def test_api_key_and_body_are_checked(h: Harness) -> None:
 
 
 class _Gate:
-    """A processing step that holds the event until the test lets it go."""
+    """A processing step that holds events (of ``types``, or all) until the test lets go."""
 
     name = "gate"
 
-    def __init__(self) -> None:
+    def __init__(self, types: tuple[str, ...] = ()) -> None:
+        self.types = types
         self.entered = threading.Event()
         self.release = threading.Event()
 
     def apply(self, ctx: ProcessingContext) -> None:
+        if self.types and ctx.event.type not in self.types:
+            return
         self.entered.set()
         self.release.wait(timeout=60)
 
@@ -152,3 +176,35 @@ def test_wait_answers_202_with_the_event_id_when_processing_is_slow(
         assert body["status"] == "accepted"
         assert len(body["event_ids"]) == 1
         assert "longer than 0.2s" in body["detail"]
+
+
+def test_a_derived_event_still_processing_at_the_limit_is_reported_pending(
+    make_settings: Callable[..., Settings], clock: VirtualClock
+) -> None:
+    """The purchase itself is processed in time; the score.crossed it caused is held past the
+    limit: the answer is 200 with the purchase's decisions and the derived event pending."""
+    with harness(make_settings(api_wait_seconds=0.5), clock) as h:
+        with h.container.db.begin() as conn:
+            api_keys.create(conn, "flow", KEY, clock.now())
+        gate = _Gate(("score.crossed",))
+        state = h.app.state.nurture
+        state.sources["__events_api_processor__"] = EventProcessor(
+            h.container.db, h.container.clock, [*build_steps(h.container), gate]
+        )
+        try:
+            r = post(h, PURCHASE, "?wait=true")
+            assert gate.entered.is_set()
+        finally:
+            gate.release.set()
+            join_background(state)
+        assert r.status_code == 200, r.text
+        [result] = r.json()["results"]
+        assert result["status"] == "processed"
+        assert [d["rule_id"] for d in result["decisions"]] == ["purchase"]
+        [crossed] = [d for d in result["derived"] if d["type"] == "score.crossed"]
+        assert crossed["status"] == "pending" and crossed["decisions"] == []
+        # Once processed, the outcome route shows the VIP decisions.
+        outcome = h.client.get(f"/api/v1/events/{result['event_id']}/outcome", headers=AUTH)
+        [later] = [d for d in outcome.json()["derived"] if d["type"] == "score.crossed"]
+        assert later["status"] == "processed"
+        assert [d["rule_id"] for d in later["decisions"]] == ["high-score"]

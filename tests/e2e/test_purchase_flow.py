@@ -134,7 +134,7 @@ def test_recommendations_api(h: Harness) -> None:
     got = [(i["product_key"], i["scenario"], i["reason"]) for i in body["items"]]
     assert got == [
         ("B", "cross-sell", "often bought with A"),
-        ("C", "win-back", "best seller: 1 orders in the last 90 days"),
+        ("C", "win-back", "best seller: 1 order in the last 90 days"),
     ]
     assert h.client.get("/api/v1/contacts/cat@shop.fr/recommendations").status_code == 401
     r = h.client.get("/api/v1/contacts/nobody@shop.fr/recommendations", headers=AUTH)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,9 +14,10 @@ from nurture.clock import VirtualClock
 from nurture.config import Settings
 from nurture.storage import api_keys
 from nurture.storage import contacts as contact_store
-from nurture.testing import Harness, harness, new_secret, signed_json
+from nurture.testing import Harness, brevo_request, harness, new_secret, signed_json
 
 SECRET = new_secret()
+BREVO_TOKEN = "brevo-token-rules-e2e"
 KEY = "nk_rules_e2e"
 AUTH = {"authorization": f"Bearer {KEY}"}
 EMAIL = "vip@example.com"
@@ -23,7 +25,8 @@ EMAIL = "vip@example.com"
 
 @pytest.fixture
 def h(make_settings: Callable[..., Settings], clock: VirtualClock) -> Iterator[Harness]:
-    with harness(make_settings(track_secret=SECRET), clock) as hh:
+    settings = make_settings(track_secret=SECRET, brevo_webhook_token=BREVO_TOKEN)
+    with harness(settings, clock) as hh:
         with hh.container.db.begin() as conn:
             api_keys.create(conn, "rules-e2e", KEY, clock.now())
         yield hh
@@ -154,3 +157,95 @@ def test_rules_and_tasks_listing_need_a_key(h: Harness) -> None:
     assert h.client.get("/api/v1/contacts/nobody@example.com/score", headers=AUTH).status_code == (
         404
     )
+
+
+def brevo_click(h: Harness, link: str) -> int:
+    """A Brevo ``click`` webhook as Brevo sends it, authenticated with the configured token."""
+    ts = int(h.clock.now().timestamp())
+    payload = {
+        "event": "click",
+        "email": EMAIL.upper(),
+        "id": 7781,
+        "date": h.clock.now().strftime("%Y-%m-%d %H:%M:%S"),
+        "ts": ts,
+        "ts_event": ts,
+        "ts_epoch": ts * 1000,
+        "message-id": "<202611230900.1@smtp-relay.mailin.fr>",
+        "subject": "Our offer",
+        "link": link,
+    }
+    body, headers = brevo_request(BREVO_TOKEN, payload)
+    r = h.client.post("/webhooks/brevo", content=body, headers=headers)
+    assert r.status_code == 202, r.text
+    [event_id] = r.json()["event_ids"]
+    assert isinstance(event_id, int)
+    return event_id
+
+
+def test_brevo_click_scores_and_tags_once_even_when_replayed(h: Harness) -> None:
+    contact_id = make_vip(h)
+    event_id = brevo_click(h, "https://example.com/offer")
+    h.process()
+
+    contact = h.client.get(f"/api/v1/contacts/{contact_id}", headers=AUTH).json()
+    assert "engaged" in contact["tags"]
+    assert contact["score"] == 100
+    score = h.client.get(f"/api/v1/contacts/{EMAIL}/score", headers=AUTH).json()
+    assert [(r["rule_id"], r["event_id"], r["delta"]) for r in score["rules"]] == [
+        ("email-clicked", event_id, 15)
+    ]
+    timeline = h.client.get(f"/api/v1/contacts/{contact_id}/timeline", headers=AUTH).json()
+    fired = [i for i in timeline["items"] if i["kind"] == "rule.fired"]
+    assert ("email-clicked", event_id) in [(i["rule_id"], i["event_id"]) for i in fired]
+    jobs_before = h.client.get("/api/v1/jobs", headers=AUTH).json()["items"]
+
+    # The operator replays the click: nothing is scored, tagged, ledgered or enqueued again.
+    r = h.client.post(f"/api/v1/events/{event_id}/replay", headers=AUTH)
+    assert r.status_code == 202
+    h.process()
+    again = h.client.get(f"/api/v1/contacts/{contact_id}", headers=AUTH).json()
+    assert again["score"] == contact["score"]
+    assert again["tags"] == contact["tags"]
+    rescored = h.client.get(f"/api/v1/contacts/{EMAIL}/score", headers=AUTH).json()
+    assert rescored["rules"] == score["rules"]
+    assert rescored["inputs"] == score["inputs"]  # the click is not counted twice either
+    assert h.client.get("/api/v1/jobs", headers=AUTH).json()["items"] == jobs_before
+    timeline = h.client.get(f"/api/v1/contacts/{contact_id}/timeline", headers=AUTH).json()
+    skipped = [i for i in timeline["items"] if i["kind"] == "rule.skipped"]
+    assert [(i["rule_id"], i["event_id"]) for i in skipped] == [("email-clicked", event_id)]
+
+
+def test_dry_run_reports_a_once_limit_from_the_stored_history(
+    make_settings: Callable[..., Settings], clock: VirtualClock, tmp_path: Path
+) -> None:
+    (tmp_path / "rules.yaml").write_text(
+        "rules:\n"
+        "  - id: welcome\n"
+        "    on: page.viewed\n"
+        "    once: contact\n"
+        "    do:\n"
+        "      - tag: welcomed\n"
+        "  - id: daily\n"
+        "    on: page.viewed\n"
+        "    once: 24h\n"
+        "    do:\n"
+        "      - score: 1\n"
+    )
+    settings = make_settings(track_secret=SECRET, automation_dir=tmp_path)
+    with harness(settings, clock) as hh:
+        with hh.container.db.begin() as conn:
+            api_keys.create(conn, "rules-e2e", KEY, clock.now())
+        post(hh, {"type": "page.viewed", "contact": {"email": EMAIL}, "data": {"url": "/"}})
+        hh.process()
+        clock.advance(timedelta(hours=25))
+        r = hh.client.post(
+            "/api/v1/rules/dry-run",
+            headers=AUTH,
+            json={"event": {"type": "page.viewed", "data": {}}, "contact_ref": EMAIL},
+        )
+        assert r.status_code == 200, r.text
+        rules = {x["rule_id"]: x for x in r.json()["rules"]}
+        assert rules["welcome"]["status"] == "once-limit"
+        assert rules["welcome"]["detail"].startswith("once: contact; last fired ")
+        assert rules["daily"]["status"] == "fired"  # its 24 h window has passed
+        assert [d["rule_id"] for d in r.json()["decisions"]] == ["daily"]

@@ -71,6 +71,11 @@ endpoints:
       kind: "{{{{ task.kind }}}}"
       priority: "{{{{ task.priority }}}}"
       email: "{{{{ contact.email }}}}"
+  - name: plain
+    url: {receiver.url}
+    secret: {HOOK}
+    events: [task.created]
+    allow_private: true
   - name: audit
     url: {receiver.url}
     secret: {HOOK}
@@ -97,7 +102,22 @@ def test_task_created_is_announced_once_and_verifiable(
     h.process()
     asyncio.run(build_job_worker(h.container).drain())
 
-    [request] = receiver.received  # verified by standardwebhooks before it was recorded
+    # Both verified by standardwebhooks before they were recorded.
+    by_shape = {"title" in r["payload"]["data"]: r for r in receiver.received}
+    assert len(receiver.received) == 2
+    request, plain = by_shape[True], by_shape[False]
+    # Without a payload template the endpoint gets the facts and the task itself.
+    assert plain["payload"]["type"] == "task.created"
+    data = plain["payload"]["data"]
+    assert set(data) == {"contact", "event", "rule_id", "task"}
+    assert data["rule_id"] == "callback" and data["contact"]["email"] == "ann@example.com"
+    assert data["event"]["type"] == "custom.callback_requested"
+    assert {k: data["task"][k] for k in ("title", "kind", "priority", "status")} == {
+        "title": "Call back",
+        "kind": "call",
+        "priority": "high",
+        "status": "open",
+    }
     assert request["payload"]["type"] == "task.created"
     assert request["payload"]["data"] == {
         "title": "Call back",
@@ -108,7 +128,9 @@ def test_task_created_is_announced_once_and_verifiable(
     with h.container.db.read() as conn:
         [task] = task_store.search(conn)
         [announcement] = [
-            j for j in job_store.search(conn, kind="webhook") if j["key"].startswith("announce:")
+            j
+            for j in job_store.search(conn, kind="webhook")
+            if j["key"].startswith("announce:crm:")
         ]
         [logged] = endpoint_store.deliveries_for(conn, "crm")
     assert announcement["key"] == f"announce:crm:{task['key']}"
@@ -137,5 +159,5 @@ def test_task_created_is_announced_once_and_verifiable(
     asyncio.run(build_job_worker(h.container).drain())
     with h.container.db.read() as conn:
         assert len(task_store.search(conn)) == 1
-        assert len(job_store.search(conn, kind="webhook")) == 1
-    assert len(receiver.received) == 1
+        assert len(job_store.search(conn, kind="webhook")) == 2
+    assert len(receiver.received) == 2

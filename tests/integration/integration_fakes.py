@@ -297,8 +297,9 @@ def _closing(app: Starlette) -> Any:
 
 
 @contextmanager
-def serve(app: Starlette) -> Iterator[str]:
-    """Serve ``app`` on 127.0.0.1 in a thread; yields its base URL."""
+def serve(app: Starlette, *, tls_pem: str | None = None) -> Iterator[str]:
+    """Serve ``app`` on 127.0.0.1 in a thread; yields its base URL. ``tls_pem`` (a file with
+    the key and certificate chain) serves HTTPS."""
     port = _free_port()
     config = uvicorn.Config(
         _closing(app),
@@ -308,6 +309,8 @@ def serve(app: Starlette) -> Iterator[str]:
         lifespan="off",
         ws="none",
         access_log=False,
+        ssl_certfile=tls_pem,
+        ssl_keyfile=tls_pem,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -318,7 +321,7 @@ def serve(app: Starlette) -> Iterator[str]:
             raise RuntimeError("local test server did not start")
         time.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if tls_pem else 'http'}://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(10)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import random
-from datetime import UTC, datetime
+import warnings
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -332,3 +334,120 @@ def test_a_file_that_is_not_in_its_encoding_is_refused_with_where(db: Database) 
     text = "order_id,email,date,product_key,net_amount\nA1,ann@shop.fr,2026-10-01,CRÉMANT,1\n"
     with pytest.raises(InvalidFields, match="not utf-8-sig text at line 2"):
         imports.import_orders(db, io.BytesIO(text.encode("cp1252")), START)
+
+
+def _lifetimes_summary(transactions: list[tuple[str, str, float]], end: str) -> dict[str, Any]:
+    """``lifetimes``' own RFM summary (frequency, recency, T, monetary_value) per customer."""
+    with warnings.catch_warnings():
+        # lifetimes 0.11 sets a pandas option that pandas 3 deprecates, at import time
+        warnings.simplefilter("ignore")
+        import pandas as pd
+        from lifetimes.utils import summary_data_from_transaction_data
+
+    frame = pd.DataFrame(transactions, columns=["customer", "date", "amount"])
+    frame["date"] = pd.to_datetime(frame["date"])
+    summary = summary_data_from_transaction_data(
+        frame,
+        "customer",
+        "date",
+        monetary_value_col="amount",
+        observation_period_end=end,
+        freq="D",
+        include_first_transaction=True,
+    )
+    return {str(k): v for k, v in summary.to_dict("index").items()}
+
+
+def test_full_rfm_pass_matches_lifetimes_summary_data(db: Database, tmp_path: Path) -> None:
+    """Cross-check against an independent implementation, the ``lifetimes`` package.
+
+    Its definitions differ from ours, so the sample is built where they can be translated: each
+    contact orders at most once a day (lifetimes counts days with a purchase, we count orders).
+    With ``include_first_transaction=True`` and daily periods: our frequency = its
+    ``frequency``; our recency (days since the last order) = ``T - recency`` (``T``: days from
+    the first purchase to the end, ``recency``: from the first to the last); our monetary (sum
+    of net amounts) = ``frequency x monetary_value`` (its mean spend per purchase day).
+    """
+    rng = random.Random(11)
+    path = tmp_path / "sample.csv"
+    transactions: list[tuple[str, str, float]] = []
+    with path.open("w", newline="", encoding="utf-8") as f:
+        out = csv.writer(f)
+        out.writerow(["order_id", "email", "date", "product_key", "quantity", "net_amount"])
+        order = 0
+        for customer in range(80):
+            email = f"c{customer}@shop.fr"
+            # one to eight orders, on distinct days of the last two years
+            days = rng.sample(range(1, 730), rng.choice((1, 1, 1, 2, 3, 8)))
+            for day in days:
+                order += 1
+                date = (START - timedelta(days=day)).strftime("%Y-%m-%d")
+                for line in range(rng.randint(1, 3)):
+                    amount = round(rng.uniform(1, 250), 2)
+                    out.writerow(
+                        [f"O{order}", email, date, f"P{line}{rng.randrange(5)}", 1, amount]
+                    )
+                    transactions.append((email, date, amount))
+    with path.open("rb") as f:
+        imports.import_orders(db, f, START)
+    commerce.recompute_all(db, START, CONFIG)
+    with db.read() as conn:
+        stored = {
+            r.email: r.rfm for r in conn.execute(select(contacts.c.email, contacts.c.rfm)).all()
+        }
+    theirs = _lifetimes_summary(transactions, START.strftime("%Y-%m-%d"))
+    assert set(theirs) == set(stored)
+    for email, figures in theirs.items():
+        doc = stored[email]
+        assert doc["frequency"] == int(figures["frequency"]), email
+        assert doc["recency_days"] == int(figures["T"] - figures["recency"]), email
+        monetary = figures["frequency"] * figures["monetary_value"]
+        assert doc["monetary"] == pytest.approx(monetary, abs=0.005), email
+
+
+def test_rfm_scores_match_pandas_average_ranks(db: Database, tmp_path: Path) -> None:
+    """The 1-4 scores against an independent ranking (pandas' ``rank(method="average")``):
+    the mid-rank percentile (rank - 1/2) / n, times 4, rounded up, within 1..4; recency ranked
+    so that fewer days is better. Many ties on purpose (one-time buyers, equal amounts)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pandas as pd
+
+    rng = random.Random(5)
+    text = "order_id,email,date,product_key,net_amount\n"
+    order = 0
+    for customer in range(60):
+        for _ in range(rng.choice((1, 1, 1, 1, 2, 2, 3, 5))):
+            order += 1
+            day = (START - timedelta(days=rng.choice((3, 10, 10, 40, 200)))).date()
+            text += f"O{order},c{customer}@shop.fr,{day},P1,{rng.choice((10, 10, 25, 80))}\n"
+    run_orders(db, text, tmp_path)
+    commerce.recompute_all(db, START, CONFIG)
+    with db.read() as conn:
+        docs = [r.rfm for r in conn.execute(select(contacts.c.rfm)).all()]
+    frame = pd.DataFrame(docs)
+    n = len(frame)
+    for column, score, ascending in (
+        ("recency_days", "r", False),
+        ("frequency", "f", True),
+        ("monetary", "m", True),
+    ):
+        ranks = frame[column].rank(method="average", ascending=ascending)
+        expected = ((ranks - 0.5) / n * 4).apply(math.ceil).clip(1, 4)
+        assert frame[score].tolist() == expected.astype(int).tolist(), column
+    assert frame["score"].tolist() == ((frame.r + frame.f + frame.m) / 3).round(2).tolist()
+
+
+def test_contacts_without_orders_are_not_reported_as_cleared(db: Database, tmp_path: Path) -> None:
+    imports.import_contacts(db, io.BytesIO(b"email\nzoe@shop.fr\nyan@shop.fr\n"), START)
+    run_orders(db, GOOD, tmp_path)
+    assert commerce.recompute_all(db, START, CONFIG).cleared == 0
+    with db.begin() as conn:
+        bob = contact_store.load_by_email(conn, "bob@shop.fr")
+        assert bob is not None
+        conn.execute(orders.delete().where(orders.c.contact_id == bob.id))
+    result = commerce.recompute_all(db, START, CONFIG)
+    assert (result.contacts, result.cleared) == (1, 1)
+    with db.read() as conn:
+        gone = contact_store.load_by_email(conn, "bob@shop.fr")
+    assert gone is not None and gone.rfm is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import orjson
@@ -15,10 +16,13 @@ from nurture.core.channels import OutboundEmail, SendUncertain
 from nurture.core.contacts import ContactState
 from nurture.delivery import build_delivery
 from nurture.errors import ProviderError
-from nurture.providers.brevo.sender import BrevoEmail
+from nurture.providers.brevo.sender import BrevoEmail, BrevoSms
+from nurture.providers.console.sender import ConsoleSms
 from nurture.providers.http import new_client
 from nurture.providers.resend.sender import ResendEmail
 from nurture.services import suppression
+from nurture.services.deliver import Delivery
+from nurture.services.ratelimit import RateLimiter
 from nurture.storage import contacts as contact_store
 from nurture.storage import messages as message_store
 from nurture.storage import rate_limits
@@ -126,7 +130,9 @@ def test_template_that_cannot_render_fails_naming_the_variable_then_retries(
     with db.read() as conn:
         assert message_store.get_by_key(conn, "campaign:1") is None  # nothing claimed
     job.payload["vars"] = {
-        "recommendations": [{"product_key": "P1", "name": "Crémant", "reason": "rebuy"}]
+        "recommendations": [
+            {"product_key": "P1", "name": "Crémant", "scenario": "rebuy", "reason": "rebuy"}
+        ]
     }
     asyncio.run(delivery.send_email(job))
     [sent] = channel.sent
@@ -420,6 +426,20 @@ def test_rate_limit_bucket_is_shared_through_the_database(
     assert take() == 0
     assert take() == pytest.approx(0.5)
 
+    # A provider's Retry-After holds the bucket: the next token is that far away for everyone,
+    # and a shorter hold later does not shorten it.
+    def hold(seconds: float) -> None:
+        with db.begin() as conn:
+            rate_limits.hold(conn, "email:resend", 2.0, 2, seconds, clock.now())
+
+    hold(30)
+    assert take() == pytest.approx(30)
+    hold(5)
+    clock.advance(timedelta(seconds=10))
+    assert take() == pytest.approx(20)
+    clock.advance(timedelta(seconds=20))
+    assert take() == 0
+
 
 def test_contact_state_is_not_touched_by_suppress(db: Database, clock: VirtualClock) -> None:
     cid = new_contact(db, clock)
@@ -431,3 +451,165 @@ def test_contact_state_is_not_touched_by_suppress(db: Database, clock: VirtualCl
         contact.status = "complained"
         assert suppression.unsuppress(conn, contact) == 1
         assert contact.status == "subscribed" and contact.dirty
+
+
+def limited(db: Database, clock: VirtualClock, channel: object) -> Delivery:
+    """A Delivery whose e-mail bucket (2/s, burst 2) is shared through ``db``; it never sleeps
+    for a token (the virtual clock stands still): a wait gives the job back instead."""
+    delivery = make_delivery(db, clock, channel)  # type: ignore[arg-type]
+    delivery.email_limiter = RateLimiter(db, clock, "email:resend", 2.0, 2, max_wait=0)
+    return delivery
+
+
+def test_two_workers_share_one_provider_rate_limit(
+    database_url: str, db: Database, clock: VirtualClock
+) -> None:
+    """Two workers, each with its own engine (connections), as two processes would be: the
+    bucket in the database lets exactly its burst through at a frozen instant."""
+    other = Database(database_url)
+    try:
+        a, b = RecordingEmail(), RecordingEmail()
+        first, second = limited(db, clock, a), limited(other, clock, b)
+        ids = [new_contact(db, clock, email=f"c{i}@example.com") for i in range(6)]
+
+        async def both() -> list[BaseException | None]:
+            runs = [
+                (first if i % 2 else second).send_email(email_job(cid, key=f"k{i}"))
+                for i, cid in enumerate(ids)
+            ]
+            return await asyncio.gather(*runs, return_exceptions=True)
+
+        outcomes = asyncio.run(both())
+        refused = [i for i, o in enumerate(outcomes) if isinstance(o, ProviderError)]
+        assert len(a.sent) + len(b.sent) == 2
+        assert len(refused) == 4
+        assert all(
+            "local rate limit" in str(outcomes[i]) and outcomes[i].retry_after  # type: ignore[union-attr]
+            for i in refused
+        )
+        clock.advance(timedelta(seconds=1))  # two more tokens
+        asyncio.run(first.send_email(email_job(ids[refused[0]], key=f"k{refused[0]}")))
+        asyncio.run(second.send_email(email_job(ids[refused[1]], key=f"k{refused[1]}")))
+        assert len(a.sent) + len(b.sent) == 4
+        with pytest.raises(ProviderError, match="local rate limit"):
+            asyncio.run(first.send_email(email_job(ids[refused[2]], key=f"k{refused[2]}")))
+    finally:
+        other.dispose()
+
+
+def test_a_providers_retry_after_pauses_every_worker(
+    database_url: str, db: Database, clock: VirtualClock
+) -> None:
+    """Resend answers 429 with Retry-After: 20 to one worker; the other worker sends nothing
+    before those 20 s are over (its job is given back), then both resume."""
+    fake = FakeResend(script=[httpx.Response(429, headers={"retry-after": "20"}, json={})])
+    other = Database(database_url)
+    client = new_client(5.0, fake.transport())
+    try:
+        first = limited(db, clock, ResendEmail(fake.api_key, client))
+        second = limited(other, clock, ResendEmail(fake.api_key, client))
+        ann, bob = new_contact(db, clock), new_contact(db, clock, email="bob@example.com")
+
+        async def scenario() -> None:
+            with pytest.raises(ProviderError) as throttled:
+                await first.send_email(email_job(ann, key="ann"))
+            assert throttled.value.retry_after == 20
+            with pytest.raises(ProviderError, match="local rate limit") as held:
+                await second.send_email(email_job(bob, key="bob"))
+            assert held.value.retry_after == pytest.approx(20, abs=0.01)
+            assert len(fake.requests) == 1
+            clock.advance(timedelta(seconds=20))
+            await second.send_email(email_job(bob, key="bob"))
+            clock.advance(timedelta(seconds=1))
+            await first.send_email(email_job(ann, key="ann"))
+
+        async def run() -> None:
+            try:
+                await scenario()
+            finally:
+                await client.aclose()
+
+        asyncio.run(run())
+        assert len(fake.accepted) == 2
+        assert message(db, "ann")["status"] == "sent" and message(db, "bob")["status"] == "sent"
+    finally:
+        other.dispose()
+
+
+# -- SMS --------------------------------------------------------------------------------------
+
+
+def test_brevo_sms_request_matches_the_documented_api(db: Database, clock: VirtualClock) -> None:
+    """``POST /v3/transactionalSMS/sms`` (sender, recipient, content, type, tag): Brevo's
+    synchronous transactional SMS call, answering 201 with a numeric ``messageId``."""
+    seen: list[httpx.Request] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        assert request.method == "POST"
+        assert request.url == "https://api.brevo.com/v3/transactionalSMS/sms"
+        assert request.headers["api-key"] == "bk_sms"
+        assert request.headers["content-type"] == "application/json"
+        body = orjson.loads(request.content)
+        assert set(body) <= {
+            "sender",
+            "recipient",
+            "content",
+            "type",
+            "tag",
+            "webUrl",
+            "unicodeEnabled",
+            "organisationPrefix",
+        }
+        assert len(body["sender"]) <= 11 and body["recipient"] and body["content"]
+        if len(seen) == 1:
+            return httpx.Response(429, headers={"retry-after": "3"}, json={"code": "too_many"})
+        return httpx.Response(
+            201, json={"messageId": 1511882900176220, "reference": "ab1c", "smsCount": 1}
+        )
+
+    client = new_client(5.0, httpx.MockTransport(handle))
+    delivery = make_delivery(db, clock, RecordingEmail())
+    delivery.sms = BrevoSms("bk_sms", client)
+    cid = new_contact(db, clock, phone="+33611223344")
+    job = Job(
+        "rule:5:reminder:0",
+        {"text": "Rappel: appel demain, {{ contact.first_name }}", "contact_id": cid},
+    )
+
+    async def scenario() -> None:
+        try:
+            with pytest.raises(ProviderError) as throttled:
+                await delivery.send_sms(job)
+            assert not throttled.value.permanent and throttled.value.retry_after == 3
+            await delivery.send_sms(job)
+        finally:
+            await client.aclose()
+
+    asyncio.run(scenario())
+    body = orjson.loads(seen[-1].content)
+    row = message(db, job.key)
+    assert body == {
+        "sender": "nurture",
+        "recipient": "+33611223344",
+        "content": "Rappel: appel demain, Ann",
+        "type": "marketing",
+        "tag": f"nurture-{row['id']}",
+        "unicodeEnabled": True,
+    }
+    assert row["status"] == "sent" and row["provider"] == "brevo"
+    assert row["provider_message_id"] == "1511882900176220"
+
+
+def test_console_sms_writes_one_file_per_message(
+    db: Database, clock: VirtualClock, tmp_path: Path
+) -> None:
+    delivery = make_delivery(db, clock, RecordingEmail())
+    delivery.sms = ConsoleSms(tmp_path / "outbox")
+    cid = new_contact(db, clock, phone="+33611223344")
+    job = Job("seq:3:sms-1", {"text": "Bonjour {{ contact.first_name }}", "contact_id": cid})
+    asyncio.run(delivery.send_sms(job))
+    asyncio.run(delivery.send_sms(job))  # a replay: settled, no second file
+    [written] = list((tmp_path / "outbox").iterdir())
+    assert written.read_text() == "To: +33611223344\nFrom: nurture\n\nBonjour Ann\n"
+    assert message(db, job.key)["status"] == "sent"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import email
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from email import policy
@@ -13,8 +14,11 @@ from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import httpx
 import pytest
+import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from standardwebhooks.webhooks import Webhook
@@ -25,6 +29,7 @@ from nurture.config import Settings
 from nurture.errors import ProviderError
 from nurture.providers.http import new_client
 from nurture.providers.smtp.sender import SmtpEmail
+from nurture.providers.standard import outbound as standard_outbound
 from nurture.providers.standard.outbound import WebhookPoster
 from nurture.services.outbound import Outbound, load_endpoints
 from nurture.storage import endpoints as endpoint_store
@@ -32,6 +37,7 @@ from nurture.storage import messages as message_store
 from nurture.storage.engine import Database
 from nurture.testing import new_secret
 from tests.integration.delivery_fakes import Job, email_job, make_delivery, new_contact
+from tests.integration.integration_fakes import HookRecorder, serve
 
 
 def free_port() -> int:
@@ -282,3 +288,53 @@ def test_webhook_to_loopback_is_refused_unless_allowed(db: Database, tmp_path: P
     with db.read() as conn:
         [entry] = endpoint_store.deliveries_for(conn, "flow")
     assert entry["status_code"] is None and "loopback" in entry["error"]
+
+
+def test_the_request_connects_to_the_address_the_guard_checked(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DNS rebinding: the name is resolved once, by the guard, and the request connects to
+    that address with the URL's Host and TLS server name. ``hooks.example.test`` resolves
+    nowhere but through the guard (to the local HTTPS server, taken as public here), so the
+    delivery only arrives, with a verified certificate for the name, if the address is pinned."""
+    authority = trustme.CA()
+    pem = tmp_path / "server.pem"
+    authority.issue_cert("hooks.example.test").private_key_and_cert_chain_pem.write_to_path(
+        str(pem)
+    )
+    trust = ssl.create_default_context()
+    authority.configure_trust(trust)
+    looked_up: list[str] = []
+
+    async def fake_resolve(host: str, port: int) -> list[str]:
+        looked_up.append(host)
+        return ["127.0.0.1"]
+
+    monkeypatch.setattr(standard_outbound, "resolve", fake_resolve)
+    monkeypatch.setattr(standard_outbound, "_is_public", lambda address: True)
+    recorder = HookRecorder(ok_status=204)
+    with serve(recorder.app(), tls_pem=str(pem)) as base:
+        port = urlsplit(base).port
+        lines = [
+            "endpoints:",
+            "  - name: flow",
+            "    kind: json",
+            f"    url: https://hooks.example.test:{port}/hook?sig=abc",
+        ]
+        (tmp_path / "endpoints.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        pack = load_pack(tmp_path)
+        from nurture.delivery import template_store
+
+        client = httpx.AsyncClient(verify=trust)
+        outbound = Outbound(
+            db,
+            SystemClock(),
+            template_store(pack),
+            WebhookPoster(client),
+            load_endpoints(pack, Settings()),
+        )
+        run(outbound, Job("x:1", {"endpoint": "flow", "body": {"ok": True}}))
+    [request] = recorder.requests
+    assert looked_up == ["hooks.example.test"]
+    assert request.headers["host"] == f"hooks.example.test:{port}"
+    assert request.path == "/hook" and request.body == {"ok": True}

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 from nurture.automation import load_pack
-from nurture.clock import SystemClock
+from nurture.cli.main import app
+from nurture.clock import Clock, SystemClock, VirtualClock
 from nurture.config import Settings
 from nurture.delivery import template_store
 from nurture.errors import ProviderError
@@ -19,6 +22,7 @@ from nurture.providers.http import new_client
 from nurture.providers.standard.outbound import WebhookPoster
 from nurture.services.outbound import Outbound, load_endpoints
 from nurture.storage import contacts as contact_store
+from nurture.storage import endpoints as endpoint_store
 from nurture.storage.engine import Database
 from tests.integration.delivery_fakes import Job, new_contact
 from tests.integration.integration_fakes import HookRecorder, Scripted, serve
@@ -44,13 +48,19 @@ def hook() -> Iterator[tuple[HookRecorder, str]]:
         yield recorder, url
 
 
-def outbound(db: Database, tmp_path: Path, yaml: str, settings: Settings | None = None) -> Outbound:
+def outbound(
+    db: Database,
+    tmp_path: Path,
+    yaml: str,
+    settings: Settings | None = None,
+    clock: Clock | None = None,
+) -> Outbound:
     (tmp_path / "endpoints.yaml").write_text(yaml, encoding="utf-8")
     pack = load_pack(tmp_path)
     endpoints = load_endpoints(pack, settings or Settings())
     return Outbound(
         db,
-        SystemClock(),
+        clock or SystemClock(),
         template_store(pack),
         WebhookPoster(new_client(5.0)),
         endpoints,
@@ -102,7 +112,8 @@ endpoints:
     url: {url}/api/webhooks/1/abc
     allow_private: true
 {ALERT_PAYLOAD}"""
-    out = outbound(db, tmp_path, yaml)
+    clock = VirtualClock(datetime.now(UTC))
+    out = outbound(db, tmp_path, yaml, clock=clock)
     cid = critical_contact(db)
     recorder.script.append(
         Scripted(429, {"retry_after": 7.5, "global": False}, {"Retry-After": "8"})
@@ -111,7 +122,16 @@ endpoints:
         run(out, job("discord", cid))
     assert not err.value.permanent and err.value.retry_after == 8
 
-    out = outbound(db, tmp_path, yaml)
+    # Any delivery to that webhook, by any worker, waits the 8 s out without a request ...
+    out = outbound(db, tmp_path, yaml, clock=clock)
+    with pytest.raises(ProviderError, match="local rate limit") as held:
+        run(out, job("discord", cid, key="rule:2:hot:0"))
+    assert held.value.retry_after == pytest.approx(8, abs=0.01)
+    assert len(recorder.requests) == 1
+
+    # ... then the retry goes out.
+    clock.advance(timedelta(seconds=8))
+    out = outbound(db, tmp_path, yaml, clock=clock)
     run(out, job("discord", cid))
     first, second = recorder.requests
     assert first.body == second.body  # the retry sends the same message
@@ -216,6 +236,28 @@ endpoints:
   - name: discord
     kind: discord
     url_env: NURTURE_DISCORD_WEBHOOK_URL
+    events: [task.created]
 """
     out = outbound(db, tmp_path, yaml)
-    run(out, job("discord", critical_contact(db)))  # returns without a request or an error
+    assert out.subscribers("task.created") == []  # announcements enqueue nothing for it
+    # A job enqueued before the variable was unset ends without a request or an error.
+    run(out, job("discord", critical_contact(db)))
+    with db.read() as conn:
+        assert endpoint_store.deliveries_for(conn, "discord") == []
+
+
+def test_nurture_check_does_not_complain_about_the_silent_alert(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no ./automation: the built-in pack
+    for name in (
+        "NURTURE_DISCORD_WEBHOOK_URL",
+        "NURTURE_SLACK_WEBHOOK_URL",
+        "NURTURE_AUTOMATION_DIR",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NURTURE_DATABASE_URL", f"sqlite:///{tmp_path / 'n.db'}")
+    result = CliRunner().invoke(app, ["check"])
+    assert result.exit_code == 0, result.output
+    assert "configuration OK" in result.output
+    assert "hot-lead-discord <- NURTURE_DISCORD_WEBHOOK_URL" in " ".join(result.output.split())

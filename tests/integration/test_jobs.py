@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta, timezone
 from typing import Any
 
 import pytest
@@ -157,6 +158,81 @@ def test_enqueue_many_skips_existing_keys(container: Container) -> None:
         assert enqueue_many(conn, specs, now=now) == 0
     with container.db.read() as conn:
         assert store.count_by_status(conn) == {"scheduled": 5}
+
+
+def test_enqueue_many_stores_what_enqueue_stores(
+    container: Container, registry: HandlerRegistry, rec: Recorder, clock: VirtualClock
+) -> None:
+    """The bulk path writes values itself (not through the column types): they must read back
+    and sort exactly like rows written by ``enqueue``, whatever zone the caller's times are in."""
+    now = clock.now()
+    paris = timezone(timedelta(hours=2))
+    specs = [
+        # Later than k-core by a quarter second, given in another zone, microsecond-precise.
+        JobSpec("work", "k-bulk", (now + timedelta(seconds=0.5)).astimezone(paris), {"é": [1]}),
+        JobSpec("work", "k-whole", now + timedelta(seconds=2), {}, contact_id=3, enrollment_id=4),
+        JobSpec("work", "k-dup", now + timedelta(seconds=1), {"first": True}, max_attempts=2),
+        JobSpec("work", "k-dup", now, {"first": False}),
+    ]
+    with container.db.begin() as conn:
+        enqueue(conn, kind="work", key="k-core", run_at=now + timedelta(seconds=0.25), payload={})
+        assert enqueue_many(conn, specs, now=now) == 3  # a key repeated in one batch: first wins
+    bulk = job(container, "k-bulk")
+    assert bulk["run_at"] == now + timedelta(seconds=0.5)
+    assert bulk["run_at"].utcoffset() == timedelta(0)
+    assert bulk["payload"] == {"é": [1]}
+    assert (bulk["attempts"], bulk["max_attempts"], bulk["status"]) == (0, None, "scheduled")
+    assert bulk["created_at"] == bulk["updated_at"] == now
+    whole = job(container, "k-whole")
+    assert (whole["contact_id"], whole["enrollment_id"]) == (3, 4)
+    dup = job(container, "k-dup")
+    assert (dup["payload"], dup["max_attempts"]) == ({"first": True}, 2)
+
+    clock.advance(timedelta(seconds=0.3))
+    assert drain(worker(container, registry)) == 1
+    assert rec.calls == [("k-core", 1)]
+    with container.db.read() as conn:
+        assert store.next_run_at(conn, ["work"]) == now + timedelta(seconds=0.5)
+    clock.advance(timedelta(seconds=2))
+    assert drain(worker(container, registry)) == 3
+    with container.db.begin() as conn:
+        assert cancel_where(conn, contact_id=3) == 0  # done already
+        assert store.insert_many(conn, []) == 0
+        with pytest.raises(ValueError, match="naive"):
+            enqueue_many(conn, [JobSpec("work", "naive", now.replace(tzinfo=None), {})])
+
+
+def test_commit_hook_reports_the_earliest_run_at_of_the_transaction(container: Container) -> None:
+    """The in-process wake-up (SQLite) hears of a commit once, with its earliest ``run_at``,
+    savepoints included, and never of a rollback."""
+    now = container.clock.now()
+    heard: list[Any] = []
+    remove = store.on_commit(container.db.engine, heard.append)
+    try:
+        with container.db.begin() as conn:
+            with conn.begin_nested():
+                enqueue(conn, kind="work", key="a", run_at=now + timedelta(seconds=10), payload={})
+            enqueue(conn, kind="work", key="b", run_at=now + timedelta(seconds=20), payload={})
+            enqueue_many(conn, [JobSpec("work", "c", now + timedelta(days=9), {})], now=now)
+        with pytest.raises(RuntimeError), container.db.begin() as conn:
+            enqueue(conn, kind="work", key="d", run_at=now, payload={})
+            raise RuntimeError("rolled back")
+        with container.db.begin() as conn:
+            assert reschedule(conn, "c", now + timedelta(seconds=5), now=now)
+    finally:
+        remove()
+    assert heard == [now + timedelta(seconds=10), now + timedelta(seconds=5)]
+
+
+def test_enqueue_many_counts_only_new_rows_across_chunks(container: Container) -> None:
+    now = container.clock.now()
+    put(container, "b1500")
+    specs = [JobSpec("work", f"b{i}", now, {"i": i}) for i in range(2500)]
+    with container.db.begin() as conn:
+        assert enqueue_many(conn, specs, now=now) == 2499
+    with container.db.read() as conn:
+        assert store.count_by_status(conn) == {"scheduled": 2500}
+        assert store.oldest_due(conn, now) == (2500, now)
 
 
 # -- running ---------------------------------------------------------------------------------
@@ -395,6 +471,7 @@ def test_loop_wakes_on_enqueue_and_drains_on_stop(
     SQLite, NOTIFY on PostgreSQL); on stop it hands back an attempt past the grace period."""
     c = build_container(make_settings(), clock=SystemClock())
     ran = threading.Event()
+    started = asyncio.Event()
     release = asyncio.Event()
     registry = HandlerRegistry()
 
@@ -404,6 +481,7 @@ def test_loop_wakes_on_enqueue_and_drains_on_stop(
 
     @registry.handler("stuck")
     async def stuck(ctx: JobContext) -> None:
+        started.set()
         await release.wait()
 
     w = JobWorker(c, registry, max_idle_seconds=60, grace_seconds=0.2)
@@ -415,10 +493,9 @@ def test_loop_wakes_on_enqueue_and_drains_on_stop(
         await asyncio.to_thread(put, c, "q", kind="quick")
         assert await asyncio.to_thread(ran.wait, 20), "worker was not woken by the enqueue"
         await asyncio.to_thread(put, c, "s", kind="stuck")
-        for _ in range(400):
-            if job(c, "s")["status"] == "running":
-                break
-            await asyncio.sleep(0.05)
+        # Wait for the handler itself: a stop landing between the claim's commit and the
+        # handler's start hands the job back untouched instead (a different, also correct path).
+        await asyncio.wait_for(started.wait(), 20)
         stop.set()
         await asyncio.wait_for(loop_task, 20)
 
@@ -428,6 +505,65 @@ def test_loop_wakes_on_enqueue_and_drains_on_stop(
         row = job(c, "s")
         assert (row["status"], row["attempts"]) == ("scheduled", 0)
         assert row["last_error"] == "released at shutdown before finishing"
+    finally:
+        c.close()
+
+
+def test_busy_synchronous_handlers_do_not_starve_the_heartbeat(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Synchronous handlers hold every thread of the default executor (two here); the
+    worker's own claims, finishes and heartbeats still run, so live leases are renewed."""
+    c = build_container(make_settings(), clock=SystemClock())
+    release = threading.Event()
+    started = threading.Semaphore(0)
+    registry = HandlerRegistry()
+
+    @registry.handler("busy")
+    def busy(ctx: JobContext) -> None:
+        started.release()
+        while not release.wait(0.1):
+            ctx.heartbeat()  # still making progress: the worker must keep the lease
+
+    w = JobWorker(c, registry, lease_seconds=3, concurrency=4, grace_seconds=60)
+
+    def leases() -> list[Any]:
+        return [job(c, f"b{i}")["lease_until"] for i in range(2)]
+
+    def renewed(before: list[Any]) -> bool:
+        return all(b > a for a, b in zip(before, leases(), strict=True))
+
+    async def scenario() -> None:
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(2))
+        for i in range(2):
+            put(c, f"b{i}", kind="busy")
+        stop = asyncio.Event()
+        task = asyncio.create_task(w.run(stop))
+        try:
+            # Only the event loop's thread from here: the default executor is about to be full.
+            running = 0
+            for _ in range(1200):
+                if started.acquire(blocking=False):
+                    running += 1
+                    if running == 2:
+                        break
+                else:
+                    await asyncio.sleep(0.05)
+            assert running == 2, "the handlers never started"
+            before = leases()
+            for _ in range(1200):
+                if renewed(before):
+                    break
+                await asyncio.sleep(0.05)
+            assert renewed(before), "no lease was renewed while the handlers ran"
+        finally:
+            release.set()
+            stop.set()
+            await asyncio.wait_for(task, 60)
+
+    try:
+        asyncio.run(scenario())
+        assert [job(c, f"b{i}")["status"] for i in range(2)] == ["done", "done"]
     finally:
         c.close()
 

@@ -299,3 +299,38 @@ def test_two_workers_share_three_requests_per_second(
         assert len(fake.requests) == min(3 * round_, 16)
     assert {j["status"] for j in rig.jobs()} == {"done"}, [j["last_error"] for j in rig.jobs()]
     assert len(fake.pages) == 8
+
+
+def test_a_429_holds_every_worker_until_retry_after(
+    rig: Rig, notion: tuple[NotionFake, str]
+) -> None:
+    """Notion throttles the integration, not one request: after one worker's 429 another worker
+    (its own connections) makes no request before Retry-After, then all resume."""
+    fake, _ = notion
+    fake.script.append(
+        Scripted(429, {"object": "error", "code": "rate_limited"}, {"Retry-After": "30"})
+    )
+    rig.send(signup("first@example.com", 2))
+    rig.clock.advance(timedelta(seconds=5))
+    # max_wait=0: a worker never sleeps for a token (the virtual clock would not move).
+    w1 = rig.worker("w1", own_connection=True, max_wait=0)
+    asyncio.run(w1.drain())
+    assert len(fake.requests) == 1  # the 429
+
+    for i in range(3):
+        rig.send(signup(f"next{i}@example.com", 1))
+    rig.clock.advance(timedelta(seconds=5))
+    w2 = rig.worker("w2", own_connection=True, max_wait=0)
+    assert asyncio.run(w2.drain()) == 3  # ran, and each gave its job back to wait
+    assert len(fake.requests) == 1
+    waiting = [j for j in rig.jobs() if j["status"] == "failed"]
+    assert len(waiting) == 4
+    assert all(j["run_at"] >= rig.clock.now() + timedelta(seconds=20) for j in waiting)
+
+    rig.clock.advance(timedelta(seconds=NOTION_RETRY.max_seconds))
+    for _ in range(4):  # 8 requests at 3 per round
+        asyncio.run(w2.drain())
+        asyncio.run(w1.drain())
+        rig.clock.advance(timedelta(seconds=NOTION_RETRY.max_seconds))
+    assert {j["status"] for j in rig.jobs()} == {"done"}
+    assert len(fake.pages) == 4

@@ -35,7 +35,9 @@ def effect(ctx: JobContext) -> None:
 async def main(url: str, ready_dir: Path) -> None:
     settings = Settings(
         database_url=url,
-        job_lease_seconds=3,
+        # Short, so a killed worker's jobs come back quickly; not so short that a heartbeat
+        # delayed by an oversubscribed machine lets a live attempt's lease expire.
+        job_lease_seconds=10,
         job_grace_seconds=15,
         job_batch_size=100,
         job_concurrency=20,

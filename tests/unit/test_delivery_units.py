@@ -18,7 +18,7 @@ from nurture.delivery import check_settings, template_store
 from nurture.errors import ConfigError, ProviderError, Unauthenticated
 from nurture.providers import mime
 from nurture.providers.http import check, retry_after
-from nurture.providers.standard.outbound import guard_target, webhook_id
+from nurture.providers.standard.outbound import guard_target, pinned_request, webhook_id
 from nurture.services.outbound import load_endpoints
 from nurture.services.templates import SAMPLE, TemplateError, TemplateStore
 from nurture.services.unsubscribe import list_unsubscribe_headers, make_token, read_token
@@ -181,10 +181,25 @@ async def _ssrf_cases() -> None:
         with pytest.raises(ProviderError, match="private or loopback") as info:
             await guard_target(url, allow_private=False)
         assert info.value.permanent
-    await guard_target("http://127.0.0.1:8080/hook", allow_private=True)
-    await guard_target("https://93.184.215.14/hook", allow_private=False)
+    assert await guard_target("http://127.0.0.1:8080/hook", allow_private=True) is None
+    assert await guard_target("https://93.184.215.14/hook", allow_private=False) == "93.184.215.14"
     with pytest.raises(ProviderError, match="not an http"):
         await guard_target("file:///etc/passwd", allow_private=True)
+
+
+def test_a_pinned_request_keeps_the_host_and_tls_name() -> None:
+    url, host, ext = pinned_request("https://hooks.example.com/a/b?sig=1", "93.184.215.14")
+    assert (url, host, ext) == (
+        "https://93.184.215.14/a/b?sig=1",
+        {"host": "hooks.example.com"},
+        {"sni_hostname": "hooks.example.com"},
+    )
+    url, host, ext = pinned_request("http://u:p@hooks.example.com:8443/x", "2606:2800:21f::1")
+    assert (url, host, ext) == (
+        "http://u:p@[2606:2800:21f::1]:8443/x",
+        {"host": "hooks.example.com:8443"},
+        {},
+    )
 
 
 def test_webhook_id_is_stable_per_job_key() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -92,3 +93,29 @@ def test_credentials_bearer_and_basic() -> None:
         verify_credentials({"authorization": "Token tok-123456"}, secrets)
     with pytest.raises(Unauthenticated, match="missing"):
         verify_credentials({}, secrets)
+
+
+@pytest.mark.parametrize(
+    "check",
+    [
+        lambda: verify_hex_body({"x-cal-signature-256": "caf\xe9"}, BODY, ["s3cret"]),
+        lambda: verify_standard(
+            {
+                "webhook-id": "msg_1",
+                "webhook-timestamp": str(int(NOW.timestamp())),
+                "webhook-signature": "v1,sign\xe9",
+            },
+            BODY,
+            [new_secret()],
+            NOW,
+        ),
+        lambda: verify_stripe(
+            {"stripe-signature": f"t={int(NOW.timestamp())},v1=\xe9\xe9"}, BODY, ["whsec_x"], NOW
+        ),
+        lambda: verify_credentials({"authorization": "Bearer jet\xe9"}, ["tok-123456"]),
+    ],
+)
+def test_non_ascii_signature_headers_are_refused_not_a_crash(check: Callable[[], object]) -> None:
+    # hmac.compare_digest raises TypeError on non-ASCII str; a header may hold Latin-1 text
+    with pytest.raises(Unauthenticated):
+        check()

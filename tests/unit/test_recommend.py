@@ -90,6 +90,8 @@ def test_winback_is_recent_best_sellers_minus_recent_purchases() -> None:
     got = run({1: reco.WINBACK, 5: reco.WINBACK})
     assert [g[0] for g in got[1]] == ["D", "C", "E"]
     assert [g[0] for g in got[5]] == ["C", "E"]  # D was bought 10 days ago; nothing else sold
+    assert got[1][0][2] == "best seller: 3 orders in the last 90 days"
+    assert got[5][0][2] == "best seller: 1 order in the last 90 days"
 
 
 def test_n_and_min_co_orders_are_configurable() -> None:

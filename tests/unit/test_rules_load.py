@@ -48,7 +48,7 @@ def test_rules_may_span_files(tmp_path: Path) -> None:
         (RULE.replace("    on: email.opened\n", ""), "b.yaml:2: 0.on: Field required"),
         (RULE.replace("do:", "priority: 101\n    do:"), "b.yaml:4: 0.priority"),
         (RULE.replace("score: 5", "tag: x\n        after: soon"), "b.yaml:6: 0.do.0.after"),
-        (RULE.replace("score: 5", "score: 5\n        after: 5m"), "only allowed on"),
+        (RULE.replace("score: 5", "score: 5\n        after: 5 minutes"), "b.yaml:6: 0.do.0.after"),
         (RULE.replace("do:", "once: sometimes\n    do:"), "b.yaml:4: 0.once"),
         (RULE.replace("email.opened", "schedule"), "needs a valid cron"),
         (RULE.replace("score: 5", "set: plan"), "set needs exactly one of value: or expr:"),

@@ -242,7 +242,11 @@ def _best_sellers(contacts: pl.DataFrame, model: Model) -> pl.DataFrame:
             "contact_id",
             "product_key",
             pl.lit(WINBACK).alias("scenario"),
-            pl.format("best seller: {} orders " + span, "orders").alias("reason"),
+            pl.format(
+                "best seller: {} {} " + span,
+                "orders",
+                pl.when(pl.col("orders") == 1).then(pl.lit("order")).otherwise(pl.lit("orders")),
+            ).alias("reason"),
             pl.col("orders").cast(pl.Float64).alias("score"),
             pl.col("rank").alias("pos"),
         )

@@ -13,7 +13,7 @@ integer, and the recency penalty follows its code (0 up to 30 days or no purchas
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -42,7 +42,18 @@ class ScoreBreakdown:
     total: int  # clamped: what a contact shows
 
     def as_dict(self) -> dict[str, int]:
-        return asdict(self)
+        # Spelled out: dataclasses.asdict deep-copies field by field, and this runs per event.
+        return {
+            "base": self.base,
+            "rfm": self.rfm,
+            "engagement_events": self.engagement_events,
+            "purchases": self.purchases,
+            "recency_penalty": self.recency_penalty,
+            "engagement": self.engagement,
+            "profile": self.profile,
+            "raw": self.raw,
+            "total": self.total,
+        }
 
 
 def recency_penalty(spec: ScoringSpec, days: int | None) -> int:

@@ -19,7 +19,7 @@ from nurture.cli import templates as templates_cli
 from nurture.cli.common import console, container, fail
 from nurture.config import Settings
 from nurture.errors import NurtureError
-from nurture.runtime import Waker, Worker, serve, work
+from nurture.runtime import Waker, Worker, run, serve, work
 from nurture.storage import api_keys, migrate
 
 app = typer.Typer(
@@ -75,7 +75,7 @@ def up(
         f"nurture listening on {_where(c.settings)}, worker in-process",
         highlight=False,
     )
-    asyncio.run(serve(web, c.settings.host, c.settings.port, worker))
+    run(serve(web, c.settings.host, c.settings.port, worker))
 
 
 @app.command("serve")
@@ -90,7 +90,7 @@ def serve_cmd(host: str | None = HOST, port: int | None = PORT) -> None:
         f"nurture API listening on {_where(c.settings)}",
         highlight=False,
     )
-    asyncio.run(serve(web, c.settings.host, c.settings.port))
+    run(serve(web, c.settings.host, c.settings.port))
 
 
 @app.command()
@@ -136,6 +136,11 @@ def check(
         from nurture.services.sequences import check_automation as check_sequences
 
         automation += ", " + check_sequences(directory or c.settings.automation_dir)
+        from nurture.services.outbound import check_endpoints
+
+        automation += ", " + check_endpoints(
+            load_pack(directory or c.settings.automation_dir), c.settings
+        )
     except NurtureError as exc:
         fail(str(exc))
     console.print(automation, highlight=False)

@@ -95,7 +95,9 @@ class WebhookChannel(Protocol):
         *,
         timeout: float | None = None,
         headers: dict[str, str] | None = None,
+        connect_to: str | None = None,
     ) -> WebhookResponse:
-        """POST ``body`` with ``headers``, signed when ``secret`` is not empty; raise
-        ``ProviderError`` when no HTTP answer came back."""
+        """POST ``body`` with ``headers``, signed when ``secret`` is not empty, connecting to
+        ``connect_to`` (an address the SSRF guard checked) when given; raise ``ProviderError``
+        when no HTTP answer came back."""
         ...

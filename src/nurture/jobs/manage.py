@@ -45,7 +45,7 @@ def retry_job(db: Database, job_id: int, now: datetime) -> dict[str, Any]:
             raise NotFound(f"no job {job_id}")
         if was not in ("dead", "failed"):
             raise Conflict(f"job {job_id} is {was}; only dead or failed jobs can be retried")
-        store.note_enqueued(conn, now)
+        store.note_enqueued(conn, now, now)
         row = store.get(conn, job_id)
     assert row is not None
     return row

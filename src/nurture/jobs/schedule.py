@@ -122,7 +122,7 @@ def enqueue(
     row = _row(spec, stamp)
     job_id = store.insert(conn, row)
     if job_id is not None:
-        store.note_enqueued(conn, row["run_at"])
+        store.note_enqueued(conn, row["run_at"], stamp)
         return JobRef(job_id, key, kind, "scheduled", row["run_at"], created=True)
     replaced = False
     if replace:
@@ -130,7 +130,7 @@ def enqueue(
         values.update(contact_id=contact_id, enrollment_id=enrollment_id, updated_at=stamp)
         replaced = store.replace_unstarted(conn, key, values)
         if replaced:
-            store.note_enqueued(conn, row["run_at"])
+            store.note_enqueued(conn, row["run_at"], stamp)
     existing = store.get_by_key(conn, key)
     if existing is None:  # deleted between the two statements: only a manual DELETE does that
         raise RuntimeError(f"job {key!r} vanished while being enqueued")
@@ -146,7 +146,7 @@ def enqueue_many(conn: Connection, specs: Sequence[JobSpec], *, now: datetime | 
     rows = [_row(spec, stamp) for spec in specs]
     created = store.insert_many(conn, rows)
     if created:
-        store.note_enqueued(conn, min(r["run_at"] for r in rows))
+        store.note_enqueued(conn, min(r["run_at"] for r in rows), stamp)
     return created
 
 
@@ -182,8 +182,8 @@ def reschedule(
     conn: Connection, key: str, run_at: datetime, *, now: datetime | None = None
 ) -> bool:
     """Move a waiting job to ``run_at``; False if it is running, finished, cancelled or unknown."""
-    when = ensure_utc(run_at)
-    moved = store.reschedule(conn, key, when, _now(now))
+    when, stamp = ensure_utc(run_at), _now(now)
+    moved = store.reschedule(conn, key, when, stamp)
     if moved:
-        store.note_enqueued(conn, when)
+        store.note_enqueued(conn, when, stamp)
     return moved

@@ -18,10 +18,11 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from nurture.errors import ProviderError
 from nurture.jobs.registry import HandlerRegistry, HandlerSpec, JobContext
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from nurture.bootstrap import Container
 
 log = logging.getLogger("nurture.jobs")
+T = TypeVar("T")
 
 MAX_ERROR_LENGTH = 2000
 # When a due job exists but could not be taken (another worker holds it), look again soon.
@@ -139,7 +141,10 @@ class JobWorker:
         self.concurrency = concurrency or s.job_concurrency
         self.lease = timedelta(seconds=lease_seconds or s.job_lease_seconds)
         self.grace_seconds = s.job_grace_seconds if grace_seconds is None else grace_seconds
-        self.max_idle_seconds = max_idle_seconds or s.job_max_idle_seconds
+        # Enqueues only NOTIFY for jobs due within the wake horizon, so never sleep past it.
+        self.max_idle_seconds = min(
+            max_idle_seconds or s.job_max_idle_seconds, store.WAKE_HORIZON.total_seconds()
+        )
         self.rng = rng or random.Random()
         self.wakeup = Wakeup()
         self._next_reap: datetime | None = None
@@ -148,6 +153,7 @@ class JobWorker:
         self._unflushed: dict[int, int] = {}  # job id -> attempt, finished but not yet recorded
         self._flush = asyncio.Event()
         self._slot = asyncio.Event()
+        self._bookkeeping: ThreadPoolExecutor | None = None
 
     # -- the three steps (synchronous database work runs in a thread) ---------------------------
 
@@ -296,6 +302,10 @@ class JobWorker:
         """Work until ``stop`` is set, then drain. Fits ``runtime.Worker``'s ``extra_loops``."""
         self.wakeup.bind(asyncio.get_running_loop())
         self._flush, self._slot = asyncio.Event(), asyncio.Event()
+        # Claims, finishes and heartbeats get their own threads: on the default executor they
+        # queued behind synchronous handlers, so a few slow handlers delayed the heartbeat past
+        # the lease and their jobs were taken again while still running.
+        self._bookkeeping = ThreadPoolExecutor(3, thread_name_prefix="jobs-bookkeeping")
         closing = asyncio.Event()
         remove_hook = (
             store.on_commit(self.db.engine, self.wakeup.notify) if self.db.is_sqlite else None
@@ -323,6 +333,8 @@ class JobWorker:
             await asyncio.gather(*helpers, return_exceptions=True)
             if remove_hook is not None:
                 remove_hook()
+            self._bookkeeping.shutdown(wait=False)
+            self._bookkeeping = None
             log.info("job worker stopped", extra={"action": "jobs.stop", "worker": self.worker_id})
 
     async def _claim_loop(self, stop: asyncio.Event) -> None:
@@ -334,7 +346,7 @@ class JobWorker:
                 continue
             limit = min(free, self.batch_size)
             try:
-                attempts, next_at = await asyncio.to_thread(self.claim, limit)
+                attempts, next_at = await self._in_bookkeeping(self.claim, limit)
             except Exception:
                 log.exception("job claim failed", extra={"action": "jobs.claim_error"})
                 await self._idle(None)
@@ -362,6 +374,11 @@ class JobWorker:
         finally:
             self.wakeup.deadline = None
 
+    async def _in_bookkeeping(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._bookkeeping is None:
+            return await asyncio.to_thread(fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._bookkeeping, fn, *args)
+
     def _start(self, attempt: Attempt) -> None:
         task = asyncio.create_task(self._attempt(attempt))
         self._inflight[attempt.id] = (attempt, task)
@@ -388,7 +405,7 @@ class JobWorker:
                 continue
             batch, self._outcomes = self._outcomes, []
             try:
-                await asyncio.to_thread(self.finish, batch)
+                await self._in_bookkeeping(self.finish, batch)
             except Exception:
                 failures += 1
                 log.exception(
@@ -419,7 +436,7 @@ class JobWorker:
             if not leases:
                 continue
             try:
-                await asyncio.to_thread(self.extend_leases, leases)
+                await self._in_bookkeeping(self.extend_leases, leases)
             except Exception:
                 log.exception("lease renewal failed", extra={"action": "jobs.heartbeat_error"})
 

@@ -30,10 +30,11 @@ class Action:
     index: int
     spec: ActionSpec
     expr: Expr | None = None  # ``set``/``segment`` with ``expr:``
+    kind: str = ""  # ``spec.action``, looked up once here rather than per event
 
-    @property
-    def kind(self) -> str:
-        return self.spec.action
+    def __post_init__(self) -> None:
+        if not self.kind:
+            object.__setattr__(self, "kind", self.spec.action)
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,8 +40,14 @@ class Decision:
 
     @property
     def immediate(self) -> bool:
-        """Applied in the event's transaction; everything else becomes a job."""
-        return self.kind not in EXTERNAL_ACTIONS
+        """Applied in the event's transaction; everything else (external effects, and any
+        action with ``after:``) becomes a job."""
+        return self.kind not in EXTERNAL_ACTIONS and self.spec.after is None
+
+    @property
+    def deferred(self) -> bool:
+        """An immediate kind of action (score, tag ...) delayed with ``after:``."""
+        return self.kind not in EXTERNAL_ACTIONS and self.spec.after is not None
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -139,10 +145,11 @@ def evaluate(
     """
     history = history or {}
     evaluation = Evaluation()
-    scope = Scope(variables(event, contact, now))
-    stopped_by: str | None = None
     candidates = automation.candidates(str(event.get("type")), event.get("data"))
+    scope = Scope(variables(event, contact, now)) if candidates else None
+    stopped_by: str | None = None
     for rule in candidates:
+        assert scope is not None
         if stopped_by is not None:
             evaluation.outcomes.append(Outcome(rule.id, STOPPED, f"stopped by {stopped_by}"))
             continue

@@ -93,7 +93,10 @@ def dry_run(
     engagement = dict(contact.engagement)
     if event.get("type") in spec.engagement_events:
         engagement["events"] = int(engagement.get("events", 0)) + 1
-    delta = sum(int(d.spec.score or 0) for d in evaluation.decisions if d.kind == "score")
+    # Delayed scores (``after:``) are not part of the score this event leaves.
+    delta = sum(
+        int(d.spec.score or 0) for d in evaluation.decisions if d.kind == "score" and d.immediate
+    )
     engagement["sum"] = engagement.get("sum", 0) + delta
     if "decayed" in engagement:
         engagement["decayed"] = float(engagement["decayed"]) + delta

@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 RULE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$"
 
-# Effects applied in the event's transaction, and effects that leave the process (always jobs).
+# Effects applied in the event's transaction (unless delayed with ``after:``), and effects that
+# leave the process (always jobs).
 IMMEDIATE_ACTIONS = ("score", "tag", "untag", "set", "segment", "enroll", "exit", "suppress")
 EXTERNAL_ACTIONS = ("send_email", "send_sms", "task", "webhook")
 ACTION_KINDS = IMMEDIATE_ACTIONS + EXTERNAL_ACTIONS
@@ -112,10 +113,8 @@ class ActionSpec(Strict):
             raise ValueError("value:/expr: only go with set: or segment:")
         if action == "send_sms" and self.send_sms is None and self.text is None:
             raise ValueError("send_sms needs a template name or text:")
-        if self.after is not None and action not in EXTERNAL_ACTIONS:
-            # A delayed score or tag would change the contact outside any event, where nothing
-            # could explain or re-derive it; sequences are the tool for "later".
-            raise ValueError(f"after: is only allowed on {', '.join(EXTERNAL_ACTIONS)}")
+        # Any action may carry ``after:``; a delayed immediate action becomes a ``rule_action``
+        # job that applies it later through the same path (see ``services/rules.py``).
         return self
 
     def export(self) -> dict[str, Any]:

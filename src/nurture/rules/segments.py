@@ -76,3 +76,16 @@ def changes(before: Mapping[str, str], after: Mapping[str, str]) -> list[dict[st
         if before.get(name) != after.get(name):
             out.append({"segmentation": name, "from": before.get(name), "to": after.get(name)})
     return out
+
+
+def contact_fields(seg: Segmentation) -> frozenset[str] | None:
+    """The top-level contact fields a segmentation's conditions can read (``None``: any)."""
+    out: set[str] = set()
+    for expr in (seg.condition, *(v.condition for v in seg.values)):
+        if expr is None or "contact" not in expr.names:
+            continue
+        fields = expr.fields.get("contact")
+        if fields is None:
+            return None
+        out |= fields
+    return frozenset(out)

@@ -7,6 +7,7 @@ compiled here, and template names that are Jinja expressions are parsed here, so
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -187,9 +188,10 @@ class Sequence:
     def step(self, step_id: str) -> Step | None:
         return next((s for s in self.steps if s.id == step_id), None)
 
-    @property
-    def timings(self) -> list[StepTiming]:
-        return [s.timing for s in self.steps]
+    @functools.cached_property
+    def timings(self) -> tuple[StepTiming, ...]:
+        # Read on every enrolment: built once (a frozen dataclass caches into its __dict__).
+        return tuple(s.timing for s in self.steps)
 
     def describe(self) -> dict[str, Any]:
         s = self.spec

@@ -32,6 +32,7 @@ from nurture.analytics.recommend import RecommendationSettings
 from nurture.analytics.rfm import RfmBands
 from nurture.automation.loader import Pack, load_pack
 from nurture.core.contacts import ContactState
+from nurture.services import contact_refresh
 from nurture.services.context import ProcessingContext
 from nurture.storage import orders as order_store
 from nurture.storage import products as product_store
@@ -227,6 +228,8 @@ def recompute_all(db: Database, now: datetime, config: CommerceConfig) -> Recomp
         compute_done = time.perf_counter()
         rfm_store.write_documents(conn, list(docs.iter_rows()))
         cleared = rfm_store.clear_without_orders(conn)
+        # Segments and lead scores read these figures: the worker brings them up to date.
+        contact_refresh.request(conn, now, "rfm")
         rfm_store.save_baseline(conn, distribution, now)
     finished = time.perf_counter()
     log.info(

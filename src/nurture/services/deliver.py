@@ -5,7 +5,8 @@ For each ``send_email`` / ``send_sms`` job:
 1. check the key, the contact and suppressions (a settled key, an erased contact, a suppressed
    address end the job without sending, recorded on the ``messages`` row);
 2. render the template completely, or fail the job naming the variable (nothing is claimed);
-3. take a token from the provider's shared rate limit;
+3. take a token from the provider's shared rate limit (a ``Retry-After`` from the provider
+   pauses that limit for every worker);
 4. claim the ``messages`` row (committed) before calling the provider;
 5. call the provider; record ``sent`` with the provider's id, or what went wrong.
 
@@ -186,7 +187,9 @@ class Delivery:
             params=rendered.params,
             transactional=transactional,
         )
-        result = await self._attempt(claim, self.email.send(message, uncertain=claim.uncertain))
+        result = await self._attempt(
+            claim, self.email.send(message, uncertain=claim.uncertain), self.email_limiter
+        )
         log.info(
             "e-mail sent",
             extra={
@@ -258,7 +261,9 @@ class Delivery:
             text=text,
             transactional=transactional,
         )
-        await self._attempt(claim, self.sms.send(message, uncertain=claim.uncertain))
+        await self._attempt(
+            claim, self.sms.send(message, uncertain=claim.uncertain), self.sms_limiter
+        )
 
     # -- shared -------------------------------------------------------------------------------
 
@@ -343,7 +348,9 @@ class Delivery:
                 conn, message_id, result.provider_message_id, result.settled, self.clock.now()
             )
 
-    async def _attempt(self, claim: message_store.Claim, call: Any) -> SendResult:
+    async def _attempt(
+        self, claim: message_store.Claim, call: Any, limiter: RateLimiter | None
+    ) -> SendResult:
         try:
             result: SendResult = await call
         except SendUncertain as exc:
@@ -352,6 +359,9 @@ class Delivery:
         except ProviderError as exc:
             status = "failed" if exc.permanent else "retrying"
             await asyncio.to_thread(self._mark, claim.id, status, str(exc))
+            if limiter is not None and not exc.permanent and exc.retry_after:
+                # The provider throttled the account: every worker's sends wait, not just this.
+                await limiter.pause(exc.retry_after)
             raise
         except BaseException as exc:
             # A bug or a cancellation mid-call: the provider may have the message. Keep the row

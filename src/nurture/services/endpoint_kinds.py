@@ -26,15 +26,24 @@ from nurture.providers.slack.outbound import slack_body
 WEBHOOK_KINDS = ("standard", "json", "discord", "slack")
 KINDS = (*WEBHOOK_KINDS, "notion")
 
-# Used when an endpoint of these kinds declares no ``payload:`` (templates over the variables).
+# Used when an endpoint of these kinds declares no ``payload:`` (templates over the variables;
+# ``type`` is what is delivered: the rule's event type, or ``task.created`` for an announcement).
+_SUMMARY = (
+    "{{ contact.email if contact else '' }}"
+    "{% if task is defined and task %} · {{ task.title }}"
+    "{% if task.kind == 'call' %} (call){% endif %}, due {{ task.due_at }}{% endif %}"
+)
 DEFAULT_PAYLOADS: dict[str, Any] = {
-    "discord": {
-        "content": "**{{ event.type if event else 'nurture' }}**: "
-        "{{ contact.email if contact else '' }}"
-    },
-    "slack": {
-        "text": "*{{ event.type if event else 'nurture' }}*: {{ contact.email if contact else '' }}"
-    },
+    "discord": {"content": "**{{ type }}**: " + _SUMMARY},
+    "slack": {"text": "*{{ type }}*: " + _SUMMARY},
+}
+
+# (requests per second, burst) per endpoint when it sets no ``rate_per_second``. Discord allows
+# a webhook about 30 messages a minute (bursts of 5 in 2 s); Slack about one message a second
+# per incoming webhook. Other receivers are the flow owner's to limit.
+DEFAULT_RATES: dict[str, tuple[float, int]] = {
+    "discord": (0.5, 5),
+    "slack": (1.0, 1),
 }
 
 

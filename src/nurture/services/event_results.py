@@ -4,6 +4,10 @@ The rules step notes every rule that fired (``rule.fired`` with its actions) on 
 timeline, and every delayed or external action is a job linked to the contact whose payload
 names the event. This is the answer a caller of ``POST /api/v1/events?wait=true`` acts on (a
 Power Automate flow running the CRM prototype's actions).
+
+Processing an event may queue derived events (``score.crossed``, ``segment.changed``, ...),
+processed after it as events of their own; their decisions are listed under ``derived``, each
+with its ``parent_id`` and its own ``status`` (``pending`` until processed).
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ _SUBJECT = {
 }
 # A contact's recent jobs scanned for this event's; far more than one event schedules.
 JOB_SCAN_LIMIT = 500
+# A contact's recent events scanned for the ones an event caused (at most a few per level).
+DERIVED_SCAN_LIMIT = 200
 
 
 def _iso(value: Any) -> Any:
@@ -51,11 +57,51 @@ def _scheduled(job: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def event_outcome(conn: Connection, event_id: int) -> dict[str, Any] | None:
-    """The decisions and scheduled actions of one event; ``None`` when there is no such event."""
+def descendants(conn: Connection, event_id: int, contact_id: int | None) -> list[dict[str, Any]]:
+    """The derived events ``event_id`` caused, directly or through other derived events, oldest
+    first (event summaries: ``id``, ``type``, ``status``, ``attempts``, ``parent_id``, ...)."""
+    if contact_id is None:
+        return []
+    rows = event_store.search(conn, contact_id=contact_id, limit=DERIVED_SCAN_LIMIT)
+    family = {event_id}
+    out = []
+    for row in sorted(rows, key=lambda r: r["id"]):
+        if row["id"] > event_id and row["parent_id"] in family:
+            family.add(row["id"])
+            out.append(row)
+    return out
+
+
+def event_outcome(
+    conn: Connection, event_id: int, *, with_derived: bool = True
+) -> dict[str, Any] | None:
+    """The decisions and scheduled actions of one event, and of the derived events it caused
+    (``derived``); ``None`` when there is no such event."""
     event = event_store.get(conn, event_id)
     if event is None:
         return None
+    contact_id = event["contact_id"]
+    jobs = (
+        job_store.search(conn, contact_id=contact_id, limit=JOB_SCAN_LIMIT)
+        if contact_id is not None
+        else []
+    )
+    out = _outcome(conn, event_id, event, jobs)
+    if with_derived:
+        out["derived"] = []
+        for row in descendants(conn, event_id, contact_id):
+            found = _outcome(conn, row["id"], row, jobs)
+            found["parent_id"] = row["parent_id"]
+            out["derived"].append(found)
+    return out
+
+
+def _outcome(
+    conn: Connection,
+    event_id: int,
+    event: Mapping[str, Any],
+    jobs: list[dict[str, Any]],
+) -> dict[str, Any]:
     out: dict[str, Any] = {
         "event_id": event_id,
         "type": event["type"],
@@ -87,8 +133,6 @@ def event_outcome(conn: Connection, event_id: int) -> dict[str, Any] | None:
             out["segments"].append(detail)
         elif kind in ("rule.error", "segment.error"):
             out["errors"].append({"kind": kind, "rule_id": note["rule_id"], **detail})
-    if event["contact_id"] is not None:
-        jobs = job_store.search(conn, contact_id=event["contact_id"], limit=JOB_SCAN_LIMIT)
-        mine = [j for j in jobs if (j["payload"] or {}).get("event_id") == event_id]
-        out["scheduled"] = [_scheduled(j) for j in sorted(mine, key=lambda j: j["id"])]
+    mine = [j for j in jobs if (j["payload"] or {}).get("event_id") == event_id]
+    out["scheduled"] = [_scheduled(j) for j in sorted(mine, key=lambda j: j["id"])]
     return out

@@ -26,7 +26,9 @@ write when nothing changed since the last one, finds the page by the key propert
 remembers it), and creates or updates it. E-mails scheduled for the contact get a follow-up
 sync after they are due, so their sent dates reach Notion. Every request takes a token from
 a bucket shared by all workers (rows in the database), 3 per second per integration by
-default, Notion's documented average. Nothing on the request path waits for Notion.
+default, Notion's documented average; a 429's ``Retry-After`` empties that bucket for as long,
+so every worker waits it out, and the job itself retries after it. Nothing on the request path
+waits for Notion.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from nurture.providers.notion.outbound import (
     NOTION_VERSION,
     NotionClient,
     PageGone,
+    RateLimited,
     key_filter,
     property_value,
 )
@@ -313,15 +316,21 @@ class NotionMirror:
             return
         notion = self.notion(name)
         kind = endpoint.properties[endpoint.key].type
-        page_id = await self._write(
-            notion,
-            name,
-            endpoint,
-            contact_id,
-            page_id,
-            properties,
-            key_filter(endpoint.key, kind, str(key_value)),
-        )
+        try:
+            page_id = await self._write(
+                notion,
+                name,
+                endpoint,
+                contact_id,
+                page_id,
+                properties,
+                key_filter(endpoint.key, kind, str(key_value)),
+            )
+        except RateLimited as exc:
+            # Notion throttles the integration: hold the shared bucket so no worker asks
+            # again before Retry-After (without one, the bucket's own pace resumes).
+            await self.limiters[name].pause(exc.retry_after)
+            raise
         await asyncio.to_thread(self._done, name, contact_id, page_id, fingerprint)
         await asyncio.to_thread(self._follow_up, name, endpoint, contact_id)
 

@@ -14,17 +14,27 @@ Each ``webhook`` job POSTs ``{"type", "timestamp", "data"}`` signed with Standar
 and network errors retry with backoff over hours; other 4xx fail at once. Every attempt is logged
 in ``deliveries``. Other ``kind``s (plain ``json`` with ``headers``, ``discord``, ``slack``)
 change only the body and signing: see ``services/endpoint_kinds.py``.
+
+Each endpoint has a token bucket shared by every worker (``rate_per_second``; Discord and Slack
+get their documented webhook limits by default), and a 429's ``Retry-After`` pauses it.
+
+An endpoint whose URL comes from an unset variable (``url_env``) is switched off, and switched
+off means silent: ``without_switched_off`` drops the rules' ``webhook`` actions that name it
+before the rules step is built, and it subscribes to no announcements, so no job is ever
+enqueued for it (the default pack's hot-lead alert with neither Discord nor Slack configured).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
 import logging
 import re
 import time
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -35,8 +45,10 @@ from nurture.core.channels import WebhookChannel
 from nurture.core.retry import RetryPolicy
 from nurture.errors import ConfigError, ProviderError
 from nurture.providers.standard.outbound import guard_target, webhook_id
+from nurture.rules.book import Automation, load_automation
 from nurture.services.deliver import JobLike, load_event
-from nurture.services.endpoint_kinds import DEFAULT_PAYLOADS, build_outgoing
+from nurture.services.endpoint_kinds import DEFAULT_PAYLOADS, DEFAULT_RATES, build_outgoing
+from nurture.services.ratelimit import RateLimiter
 from nurture.services.templates import TemplateError, TemplateStore
 from nurture.storage import contacts as contact_store
 from nurture.storage import endpoints as endpoint_store
@@ -65,6 +77,17 @@ class Endpoint(BaseModel):
     payload: Any = None
     allow_private: bool = False
     timeout_seconds: float = Field(default=15.0, gt=0, le=60)
+    # Requests per second shared by every worker; unset: the kind's default, 0: no limit.
+    rate_per_second: float | None = Field(default=None, ge=0, le=1000)
+    burst: int | None = Field(default=None, ge=1, le=1000)
+
+    @property
+    def rate(self) -> tuple[float, int]:
+        """``(requests per second, burst)``; a rate of 0 means no limit."""
+        default_rate, default_burst = DEFAULT_RATES.get(self.kind, (0.0, 1))
+        rate = default_rate if self.rate_per_second is None else self.rate_per_second
+        burst = self.burst or (default_burst if self.rate_per_second is None else int(rate))
+        return rate, max(1, burst)
 
     @model_validator(mode="after")
     def _secret_source(self) -> Endpoint:
@@ -110,6 +133,89 @@ def load_endpoints(pack: Pack, settings: Settings) -> dict[str, tuple[Endpoint, 
     return out
 
 
+def switched_off(endpoints: Mapping[str, tuple[Endpoint, str]]) -> dict[str, str]:
+    """Endpoints with no URL (their ``url_env`` is unset): ``{name: variable}``."""
+    return {name: str(ep.url_env) for name, (ep, _) in endpoints.items() if ep.url is None}
+
+
+def without_switched_off(
+    automation: Automation, endpoints: Mapping[str, tuple[Endpoint, str]]
+) -> tuple[Automation, list[str]]:
+    """The automation minus ``webhook`` actions naming a switched-off endpoint, and the ids of
+    the rules that lost some. A rule left with no action is disabled: it was only an alert to
+    nobody. Kept actions keep their index, so job keys do not depend on the configuration."""
+    off = switched_off(endpoints)
+    if not off:
+        return automation, []
+    rules = []
+    changed: list[str] = []
+    for rule in automation.rules:
+        kept = tuple(a for a in rule.actions if not (a.kind == "webhook" and a.spec.webhook in off))
+        if len(kept) == len(rule.actions):
+            rules.append(rule)
+            continue
+        changed.append(rule.id)
+        if kept:
+            rules.append(dataclasses.replace(rule, actions=kept))
+        else:
+            spec = rule.spec.model_copy(update={"enabled": False})
+            rules.append(dataclasses.replace(rule, spec=spec))
+    # ``replace`` keeps every other part of the automation and re-indexes the rules.
+    return dataclasses.replace(automation, rules=rules), changed
+
+
+class _HasAutomation(Protocol):
+    automation: Automation
+
+
+def silence_switched_off(step: _HasAutomation, pack: Pack, settings: Settings) -> None:
+    """Give the rules step an automation without actions for switched-off endpoints (at start,
+    from ``bootstrap.build_steps``); one log line says what was dropped and which variable
+    would switch the endpoint on."""
+    endpoints = load_endpoints(pack, settings)
+    step.automation, changed = without_switched_off(step.automation, endpoints)
+    if changed:
+        off = switched_off(endpoints)
+        log.info(
+            "endpoints switched off (their URL variable is unset): no webhook jobs for them",
+            extra={
+                "action": "webhook.switched_off",
+                "endpoints": sorted(off),
+                "variables": sorted(set(off.values())),
+                "rules": changed,
+            },
+        )
+
+
+def check_endpoints(pack: Pack, settings: Settings) -> str:
+    """``nurture check``: validate ``endpoints:`` (every kind) and that each rule's ``webhook:``
+    names a declared endpoint; a summary line. A switched-off endpoint is reported, not an
+    error: leaving ``NURTURE_DISCORD_WEBHOOK_URL`` unset is how the alert is turned off."""
+    from nurture.services.notion_mirror import load_notion_endpoints
+
+    hooks = load_endpoints(pack, settings)
+    notion = load_notion_endpoints(pack, settings)
+    declared = set(hooks) | set(notion)
+    for rule in load_automation(pack).rules:
+        for action in rule.actions:
+            target = action.spec.webhook
+            if action.kind == "webhook" and target not in hooks:
+                what = "a Notion mirror, not a webhook" if target in notion else "not declared"
+                raise ConfigError(
+                    f"{rule.where}: rule {rule.id!r}: webhook: endpoint {target!r} is {what} "
+                    f"(endpoints: {', '.join(sorted(hooks)) or 'none'})"
+                )
+    off = switched_off(hooks)
+    summary = f"{len(declared)} endpoints"
+    if off:
+        summary += (
+            " (switched off, variable unset: "
+            + ", ".join(f"{name} <- {var}" for name, var in sorted(off.items()))
+            + ")"
+        )
+    return summary
+
+
 def render_tree(
     templates: TemplateStore, node: Any, variables: Mapping[str, Any], where: str
 ) -> Any:
@@ -137,6 +243,7 @@ class Outbound:
         endpoints: dict[str, tuple[Endpoint, str]],
         *,
         resolve_targets: bool = True,
+        rate_limited: bool = True,
     ) -> None:
         # False only with the recording channel (dry run): even a DNS look-up is a network call.
         self.resolve_targets = resolve_targets
@@ -145,10 +252,20 @@ class Outbound:
         self.templates = templates
         self.channel = channel
         self.endpoints = endpoints
+        self.limiters: dict[str, RateLimiter] = {}
+        for name, (endpoint, _) in endpoints.items():
+            rate, burst = endpoint.rate
+            if rate_limited and rate > 0:
+                self.limiters[name] = RateLimiter(db, clock, limiter_name(name), rate, burst)
 
     def subscribers(self, event_type: str) -> list[str]:
-        """Endpoints that asked for announcements of this type (task.created, ...)."""
-        return [name for name, (ep, _) in self.endpoints.items() if event_type in ep.events]
+        """Endpoints that asked for announcements of this type (task.created, ...); switched-off
+        endpoints ask for nothing."""
+        return [
+            name
+            for name, (ep, _) in self.endpoints.items()
+            if event_type in ep.events and ep.url is not None
+        ]
 
     async def send_webhook(self, job: JobLike) -> None:
         payload = job.payload
@@ -174,11 +291,13 @@ class Outbound:
             )
         now = self.clock.now()
         event_type = str(payload.get("type") or (event or {}).get("type") or "nurture.webhook")
+        extra = payload.get("vars") or {}
         variables: dict[str, Any] = {
+            "type": event_type,
             "contact": contact,
             "event": event,
             "rule_id": payload.get("rule_id"),
-            **(payload.get("vars") or {}),
+            **extra,
         }
         template = endpoint.payload
         if template is None:
@@ -191,7 +310,9 @@ class Outbound:
             except TemplateError as exc:
                 raise ProviderError(str(exc), permanent=True) from exc
         else:
-            data = {"contact": contact, "event": event, "rule_id": payload.get("rule_id")}
+            # No template: the facts themselves, and whatever the sender added (a task
+            # announcement's ``task``), so a flow gets everything without configuring a payload.
+            data = {"contact": contact, "event": event, "rule_id": payload.get("rule_id"), **extra}
         timestamp = (event or {}).get("occurred_at") or now.isoformat()
         outgoing = build_outgoing(
             endpoint.kind,
@@ -209,10 +330,15 @@ class Outbound:
             "event_type": event_type[:128],
             "attempt": job.attempt,
         }
+        limiter = self.limiters.get(name)
+        if limiter is not None:
+            await limiter.acquire()
         started = time.perf_counter()
         try:
+            address = None
             if self.resolve_targets:
-                await guard_target(endpoint.url, allow_private=endpoint.allow_private)
+                # The checked address is the one connected to: no second, different answer.
+                address = await guard_target(endpoint.url, allow_private=endpoint.allow_private)
             response = await self.channel.post(
                 endpoint.url,
                 secret if outgoing.signed else "",
@@ -221,6 +347,7 @@ class Outbound:
                 outgoing.body,
                 timeout=endpoint.timeout_seconds,
                 headers=outgoing.headers,
+                connect_to=address,
             )
         except ProviderError as exc:
             await asyncio.to_thread(self._log, log_row, None, str(exc), started)
@@ -239,6 +366,9 @@ class Outbound:
             )
             raise ProviderError(f"webhook {name}: 410 Gone, endpoint disabled", permanent=True)
         if status in (408, 425, 429) or status >= 500 or 300 <= status < 400:
+            if status == 429 and limiter is not None:
+                # The receiver throttles the endpoint: every worker's deliveries to it wait.
+                await limiter.pause(response.retry_after)
             raise ProviderError(f"webhook {name}: {error}", retry_after=response.retry_after)
         raise ProviderError(f"webhook {name}: {error}", permanent=True)
 
@@ -270,6 +400,12 @@ class Outbound:
     def _disable(self, name: str, reason: str) -> None:
         with self.db.begin() as conn:
             endpoint_store.set_disabled(conn, name, reason, self.clock.now())
+
+
+def limiter_name(endpoint: str) -> str:
+    # ``rate_limits.name`` holds 64 characters; endpoint names may have 100.
+    name = f"webhook:{endpoint}"
+    return name if len(name) <= 64 else "webhook:" + hashlib.sha256(name.encode()).hexdigest()[:40]
 
 
 def enable(db: Database, name: str, now: datetime) -> None:

@@ -131,6 +131,7 @@ class EventProcessor:
         contacts.load(conn, batch, now)
         done: list[tuple[int, int | None]] = []
         notes: list[dict[str, Any]] = []
+        handled: list[ProcessingContext] = []
         for event in batch:
             contact = contacts.attach(event)
             if not isolate:
@@ -152,10 +153,17 @@ class EventProcessor:
                     continue
             done.append((event.id, contact.id if contact else None))
             notes.extend(ctx.timeline)
+            handled.append(ctx)
             result.processed += 1
             result.event_ids.append(event.id)
         contacts.flush(conn, now)
         timeline_store.append(conn, notes)
+        for step in self.steps:
+            # A step may defer its rows (kept in ctx.results) to one write per batch; only the
+            # contexts of events that succeeded are passed, as for the timeline above.
+            finish = getattr(step, "finish_batch", None)
+            if finish is not None:
+                finish(conn, handled, now)
         event_store.mark_processed(conn, done, now)
         return result
 

@@ -1,4 +1,9 @@
-"""Per-provider token buckets shared by every worker through the database."""
+"""Per-provider token buckets shared by every worker through the database.
+
+A provider that answers 429 (or 503) with ``Retry-After`` has throttled the whole account, not
+one request: ``pause`` empties the shared bucket for that long, so every worker waits it out
+instead of each spending a request to learn the same thing.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,9 @@ DEFAULT_RATES = {
     "email:smtp": 10.0,
     "sms:brevo": 10.0,
 }
+
+# A Retry-After longer than this is the provider's business, not a reason to stall all sends.
+MAX_PAUSE_SECONDS = 3600.0
 
 
 @dataclass
@@ -40,6 +48,16 @@ class RateLimiter:
             if wait > self.max_wait:
                 raise ProviderError(f"{self.name}: local rate limit", retry_after=wait)
             await asyncio.sleep(wait)
+
+    async def pause(self, seconds: float | None) -> None:
+        """Hold every worker's next token back ``seconds`` (a provider's ``Retry-After``)."""
+        if self.rate <= 0 or not seconds or seconds <= 0:
+            return
+        await asyncio.to_thread(self._hold, min(float(seconds), MAX_PAUSE_SECONDS))
+
+    def _hold(self, seconds: float) -> None:
+        with self.db.begin() as conn:
+            rate_limits.hold(conn, self.name, self.rate, self.burst, seconds, self.clock.now())
 
     def _take(self) -> float:
         with self.db.begin() as conn:

@@ -14,6 +14,7 @@ from sqlalchemy import Connection
 
 from nurture.core.contacts import ContactState
 from nurture.core.events import normalise_email
+from nurture.services import contact_refresh
 from nurture.storage import contacts as contact_store
 from nurture.storage import suppressions as store
 from nurture.storage import timeline as timeline_store
@@ -80,6 +81,8 @@ def resubscribe(
     if previous != "subscribed":
         contact.status = "subscribed"
         contact_store.save(conn, contact, now)
+        # Segmentations may read the status: the rules step recomputes them for this event.
+        contact_refresh.queue_changed(conn, [contact.id], now, "resubscribed")
     detail = {"previous_status": previous, "lifted": lifted, "by": by}
     timeline_store.append(
         conn,

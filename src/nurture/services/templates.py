@@ -78,9 +78,22 @@ SAMPLE: dict[str, Any] = {
     "enrollment": {"id": 1, "sequence_id": "sample"},
     "step": {"id": "email-1"},
     "unsubscribe_url": "https://example.com/u/sample-token",
+    # the shape the recommendation campaign passes (services/recommendations.py)
     "recommendations": [
-        {"product_key": "P-1", "name": "Crémant d'Alsace", "reason": "rebuy"},
-        {"product_key": "P-2", "name": "Riesling Grand Cru", "reason": "cross-sell"},
+        {
+            "rank": 1,
+            "product_key": "P-1",
+            "name": "Crémant d'Alsace",
+            "scenario": "rebuy",
+            "reason": "bought 3 time(s), last on 2026-06-02",
+        },
+        {
+            "rank": 2,
+            "product_key": "P-2",
+            "name": "Riesling Grand Cru",
+            "scenario": "cross-sell",
+            "reason": "often bought with Crémant d'Alsace",
+        },
     ],
 }
 

@@ -241,11 +241,27 @@ def ids_by_emails(conn: Connection, emails: Sequence[str]) -> dict[str, int]:
 def insert_emails(conn: Connection, emails: Sequence[str], now: datetime) -> None:
     """Blank contacts for these e-mails in one executemany, without RETURNING (which SQLite
     runs row by row); e-mails already known are skipped. For bulk imports."""
-    if emails:
-        blank = ContactState(id=0, email=None)
-        base = {name: getattr(blank, name) for name in _STATE_COLUMNS}
-        rows = [{**base, "email": e, "created_at": now, "updated_at": now} for e in emails]
-        conn.execute(insert_ignore(conn, contacts), rows)
+    if not emails:
+        return
+    blank = ContactState(id=0, email=None)
+    shared: dict[str, Any] = {name: getattr(blank, name) for name in _STATE_COLUMNS}
+    shared.update(created_at=now, updated_at=now)
+    # Every row shares all values but the e-mail: bind them once through their column types
+    # (JSON, UTC times) instead of once per row, which cost more than the inserts themselves
+    # on an import creating 100,000 contacts.
+    fixed = []
+    for name, value in shared.items():
+        kind = contacts.c[name].type.dialect_impl(conn.dialect)
+        process = kind.bind_processor(conn.dialect)
+        evaluate = value is not None or kind.should_evaluate_none
+        fixed.append(process(value) if process is not None and evaluate else value)
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    names = ", ".join(["email", *shared])
+    marks = ", ".join([mark] * (len(shared) + 1))
+    conn.exec_driver_sql(
+        f"INSERT INTO contacts ({names}) VALUES ({marks}) ON CONFLICT DO NOTHING",
+        [(email, *fixed) for email in emails],
+    )
 
 
 def add_identities_many(conn: Connection, rows: Sequence[tuple[int, str, str]]) -> None:

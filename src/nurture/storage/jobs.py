@@ -9,17 +9,19 @@ row locks (``FOR UPDATE SKIP LOCKED`` for the claim) and SQLite's single writer
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
+import functools
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 from sqlalchemy import (
     ColumnElement,
     Connection,
     Engine,
     String,
+    TextClause,
     and_,
     bindparam,
     case,
@@ -31,17 +33,19 @@ from sqlalchemy import (
     update,
 )
 
+from nurture.storage import notify
 from nurture.storage.dialect import insert_ignore
 from nurture.storage.engine import Database
 from nurture.storage.schema import jobs
 from nurture.storage.types import UtcDateTime
 
-log = logging.getLogger("nurture.jobs")
-
 STATUSES = ("scheduled", "running", "done", "failed", "dead", "cancelled")
 # ``failed`` is a retry waiting for its ``run_at``: claimable exactly like ``scheduled``.
 DUE = ("scheduled", "failed")
-CHANNEL = "nurture_jobs"
+CHANNEL = notify.JOBS
+# A ``run_at`` further than this from its enqueue needs no NOTIFY: workers never sleep longer
+# than this (``JobWorker`` caps its idle time to it) before reading the next ``run_at`` again.
+WAKE_HORIZON = timedelta(seconds=60)
 # Spelled as literals, exactly like the partial indexes' predicates: a bound parameter in their
 # place keeps SQLite (and PostgreSQL's generic plans) from using those indexes, and the claim
 # would then scan every pending timer.
@@ -78,15 +82,133 @@ def insert(conn: Connection, row: dict[str, Any]) -> int | None:
     return conn.execute(stmt, row).scalar_one_or_none()
 
 
+# The columns ``insert_many`` writes, in statement order.
+INSERT_COLUMNS = (
+    "kind",
+    "key",
+    "status",
+    "run_at",
+    "attempts",
+    "max_attempts",
+    "payload",
+    "contact_id",
+    "enrollment_id",
+    "created_at",
+    "updated_at",
+)
+# 11 bound variables a row: 1,000 rows stay far below SQLite's 32,766 per statement.
+_SQLITE_CHUNK = 1000
+_POSTGRESQL_CHUNK = 5000
+
+
 def insert_many(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
-    """Insert jobs whose keys are new, in one round trip per batch; returns how many were new."""
+    """Insert jobs whose keys are new; returns how many were new.
+
+    A key already stored (or repeated in ``rows``: the first wins) is skipped and left as it
+    is. Bulk scheduling (campaigns, imports, sequence enrollment) comes through here, so the
+    statement is written at the driver level with values encoded here (orjson; SQLite: the
+    fixed-width UTC text ``UtcDateTime`` reads back): compiling the Core statement and running
+    every value through its type per batch cost more than the insert itself. One statement's
+    row count is the number of rows it really inserted on both drivers, so no ``RETURNING``.
+    """
     if not rows:
         return 0
     if conn.dialect.name == "sqlite":
-        # sqlite3's executemany reports the rows it really inserted; psycopg's does not.
-        return int(conn.execute(insert_ignore(conn, jobs), list(rows)).rowcount)
-    result = conn.execute(insert_ignore(conn, jobs).returning(jobs.c.id), list(rows))
-    return len(result.all())
+        return _insert_many_sqlite(conn, rows)
+    return _insert_many_postgresql(conn, rows)
+
+
+def _row_values(row: dict[str, Any], when: _TimeEncoder, stamp: _TimeEncoder) -> tuple[Any, ...]:
+    # In INSERT_COLUMNS order.
+    get = row.get
+    return (
+        get("kind"),
+        get("key"),
+        get("status", "scheduled"),
+        when(get("run_at")),
+        get("attempts", 0),
+        get("max_attempts"),
+        orjson.dumps(get("payload"), default=str).decode(),
+        get("contact_id"),
+        get("enrollment_id"),
+        stamp(get("created_at")),
+        stamp(get("updated_at")),
+    )
+
+
+def _insert_many_sqlite(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
+    # A multi-row VALUES list; sqlite3 caches the prepared statement per distinct SQL text.
+    when, stamp = _TimeEncoder(sqlite=True), _TimeEncoder(sqlite=True)
+    inserted = 0
+    for start in range(0, len(rows), _SQLITE_CHUNK):
+        chunk = rows[start : start + _SQLITE_CHUNK]
+        params: list[Any] = []
+        for row in chunk:
+            params += _row_values(row, when, stamp)
+        result = conn.exec_driver_sql(_sqlite_insert_sql(len(chunk)), tuple(params))
+        inserted += int(result.rowcount)
+    return inserted
+
+
+def _insert_many_postgresql(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
+    # One array per column through unnest(): a short statement psycopg parses once and
+    # PostgreSQL prepares once. (A VALUES list of 1,100 placeholders is past psycopg's query
+    # cache, so it was re-parsed on every batch and cost more than the insert.)
+    when, stamp = _TimeEncoder(sqlite=False), _TimeEncoder(sqlite=False)
+    inserted = 0
+    for start in range(0, len(rows), _POSTGRESQL_CHUNK):
+        chunk = rows[start : start + _POSTGRESQL_CHUNK]
+        columns = list(zip(*(_row_values(row, when, stamp) for row in chunk), strict=True))
+        result = conn.exec_driver_sql(_POSTGRESQL_INSERT, tuple(list(c) for c in columns))
+        inserted += int(result.rowcount)
+    return inserted
+
+
+class _TimeEncoder:
+    """Bind values for ``UtcDateTime`` columns, as that type would encode them.
+
+    A batch shares one ``created_at``/``updated_at``, so the last value is remembered.
+    """
+
+    __slots__ = ("_last", "_last_out", "_sqlite")
+
+    def __init__(self, *, sqlite: bool) -> None:
+        self._sqlite = sqlite
+        self._last: Any = object()
+        self._last_out: Any = None
+
+    def __call__(self, value: Any) -> Any:
+        if value is self._last:
+            return self._last_out
+        # The same refusal as UtcDateTime: a naive time would shift the job by the UTC offset.
+        if not isinstance(value, datetime) or value.tzinfo is None:
+            raise ValueError(f"naive or non-datetime value for a UTC column: {value!r}")
+        out: Any = value
+        if self._sqlite:
+            # What SQLAlchemy's SQLite DATETIME writes ("YYYY-MM-DD HH:MM:SS.ffffff"), so the
+            # text sorts chronologically beside rows written through Core.
+            utc = value if value.tzinfo is UTC else value.astimezone(UTC)
+            out = utc.isoformat(" ", "microseconds")[:26]
+        self._last, self._last_out = value, out
+        return out
+
+
+@functools.lru_cache(maxsize=64)
+def _sqlite_insert_sql(count: int) -> str:
+    one = "(" + ", ".join("?" for _ in INSERT_COLUMNS) + ")"
+    return (
+        f"INSERT INTO jobs ({', '.join(INSERT_COLUMNS)}) VALUES "
+        + ", ".join([one] * count)
+        + " ON CONFLICT (key) DO NOTHING"
+    )
+
+
+_POSTGRESQL_INSERT = (
+    f"INSERT INTO jobs ({', '.join(INSERT_COLUMNS)}) "
+    "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::int[], "
+    "%s::int[], %s::jsonb[], %s::bigint[], %s::bigint[], %s::timestamptz[], %s::timestamptz[]) "
+    "ON CONFLICT (key) DO NOTHING"
+)
 
 
 def replace_unstarted(conn: Connection, key: str, values: dict[str, Any]) -> bool:
@@ -113,24 +235,42 @@ def replace_unstarted(conn: Connection, key: str, values: dict[str, Any]) -> boo
     return result.rowcount == 1
 
 
-def note_enqueued(conn: Connection, run_at: datetime) -> None:
+@dataclass(slots=True)
+class _Noted:
+    """What this connection's current transaction announced (``conn.info[_NOTED]``)."""
+
+    root: Any  # the root transaction this belongs to
+    earliest: datetime  # for the SQLite commit hook
+    sent_in: Any = None  # PostgreSQL: the (innermost) transaction that sent ``sent_at``
+    sent_at: datetime | None = None
+
+
+def note_enqueued(conn: Connection, run_at: datetime, now: datetime | None = None) -> None:
     """Announce a new ``run_at`` to sleeping workers when the transaction commits.
 
     PostgreSQL: ``NOTIFY`` is transactional, so it is delivered at commit or never. It is sent
     only when this transaction has not already announced an earlier time, so a batch of
-    100,000 timers costs one notification. SQLite: the commit hook installed by
+    100,000 timers costs one notification, and not at all for a ``run_at`` more than
+    ``WAKE_HORIZON`` after ``now``: no worker sleeps that long without looking at the table
+    again, so only jobs due (nearly) now need one. SQLite: the commit hook installed by
     ``on_commit`` reads the earliest time noted here.
     """
-    txn = conn.get_transaction()
+    root = conn.get_transaction()
     noted = conn.info.get(_NOTED)
-    if noted is not None and noted[0] is txn and noted[1] <= run_at:
+    if noted is None or noted.root is not root:
+        noted = conn.info[_NOTED] = _Noted(root, run_at)
+    elif run_at < noted.earliest:
+        noted.earliest = run_at
+    if conn.dialect.name != "postgresql":
         return
-    conn.info[_NOTED] = (txn, run_at)
-    if conn.dialect.name == "postgresql":
-        conn.execute(
-            text("SELECT pg_notify(:channel, :payload)"),
-            {"channel": CHANNEL, "payload": run_at.isoformat()},
-        )
+    if now is not None and run_at > now + WAKE_HORIZON:
+        return
+    # The innermost transaction: a NOTIFY inside a savepoint rolled back is discarded with it.
+    inner = conn.get_nested_transaction() or root
+    if noted.sent_in is inner and noted.sent_at is not None and noted.sent_at <= run_at:
+        return
+    noted.sent_in, noted.sent_at = inner, run_at
+    notify.send(conn, CHANNEL, run_at.isoformat())
 
 
 def on_commit(engine: Engine, callback: Callable[[datetime], None]) -> Callable[[], None]:
@@ -144,7 +284,7 @@ def on_commit(engine: Engine, callback: Callable[[datetime], None]) -> Callable[
     def _commit(conn: Connection) -> None:
         noted = conn.info.pop(_NOTED, None)
         if noted is not None:
-            callback(noted[1])
+            callback(noted.earliest)
 
     def _rollback(conn: Connection) -> None:
         conn.info.pop(_NOTED, None)
@@ -210,6 +350,11 @@ def cancel_where(
         conds.append(jobs.c.enrollment_id == enrollment_id)
     if kinds is not None:
         conds.append(jobs.c.kind.in_(list(kinds)))
+    if conn.dialect.name == "postgresql":
+        # Lock in id order, as finishes and heartbeats do, so a bulk cancel racing a worker
+        # finishing several of these jobs waits for it instead of deadlocking with it.
+        locked = select(jobs.c.id).where(*conds).order_by(jobs.c.id).with_for_update()
+        conds.append(jobs.c.id.in_(locked.scalar_subquery()))
     result = conn.execute(update(jobs).where(*conds).values(**_cancel_values(now)))
     return int(result.rowcount)
 
@@ -356,10 +501,20 @@ def finish(conn: Connection, outcomes: Sequence[dict[str, Any]], worker: str) ->
 
 
 def reap_expired(conn: Connection, now: datetime) -> int:
-    """Jobs whose worker vanished (lease expired) become due again, or cancelled if asked."""
+    """Jobs whose worker vanished (lease expired) become due again, or cancelled if asked.
+
+    PostgreSQL: rows another transaction holds (a late finish or heartbeat of that very job)
+    are skipped, not waited for. A plain UPDATE would lock in lease order while finishes and
+    heartbeats lock in id order, and the chaos test saw the resulting deadlocks; a row skipped
+    now is reaped at the next pass if its lease is still expired then.
+    """
+    conds: list[ColumnElement[bool] | TextClause] = [IS_RUNNING, jobs.c.lease_until < now]
+    if conn.dialect.name == "postgresql":
+        expired = select(jobs.c.id).where(*conds).with_for_update(skip_locked=True)
+        conds.append(jobs.c.id.in_(expired.scalar_subquery()))
     result = conn.execute(
         update(jobs)
-        .where(IS_RUNNING, jobs.c.lease_until < now)
+        .where(*conds)
         .values(
             status=case((jobs.c.cancelled_at.is_not(None), "cancelled"), else_="failed"),
             run_at=now,
@@ -438,29 +593,8 @@ def oldest_due(conn: Connection, now: datetime) -> tuple[int, datetime | None]:
 async def listen(
     db: Database, on_message: Callable[[str | None], None], stop: asyncio.Event
 ) -> None:
-    """Deliver ``NOTIFY nurture_jobs`` payloads to ``on_message`` until ``stop`` (PostgreSQL).
+    """Deliver ``NOTIFY nurture_jobs`` payloads (a ``run_at``) to ``on_message`` (PostgreSQL).
 
-    On a lost connection it reconnects with backoff and calls ``on_message(None)`` so the
-    worker looks at the table again: notifications sent while disconnected are gone.
+    ``on_message(None)`` once listening and after each reconnect: look at the table again.
     """
-    import psycopg  # only PostgreSQL installs need the driver
-
-    dsn = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-    backoff = 0.5
-    while not stop.is_set():
-        try:
-            aconn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
-            async with aconn:
-                await aconn.execute(f"LISTEN {CHANNEL}")
-                backoff = 0.5
-                on_message(None)
-                async for note in aconn.notifies():
-                    on_message(note.payload)
-        except (psycopg.Error, OSError) as exc:
-            log.warning(
-                "job notifications lost; reconnecting",
-                extra={"action": "jobs.listen_error", "error": str(exc)},
-            )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), backoff)
-            backoff = min(backoff * 2, 10.0)
+    await notify.listen(db, {CHANNEL: on_message}, stop)

@@ -39,3 +39,34 @@ def take(conn: Connection, name: str, rate: float, burst: int, now: datetime) ->
         .values(tokens_milli=int(tokens * 1000), updated_at=max(now, row.updated_at))
     )
     return wait
+
+
+def hold(
+    conn: Connection, name: str, rate: float, burst: int, seconds: float, now: datetime
+) -> None:
+    """Empty the bucket so that its next token is ``seconds`` away (a provider's ``Retry-After``).
+
+    The tokens go below zero: ``take`` refills them at ``rate`` as usual, so every worker waits
+    out the same pause. A bucket already emptier than that is left as it is.
+    """
+    conn.execute(
+        insert_ignore(conn, rate_limits).values(
+            name=name, tokens_milli=burst * 1000, updated_at=now
+        )
+    )
+    row = conn.execute(
+        select(rate_limits.c.tokens_milli, rate_limits.c.updated_at)
+        .where(rate_limits.c.name == name)
+        .with_for_update()
+    ).one()
+    elapsed = max(0.0, (now - row.updated_at).total_seconds())
+    tokens = min(float(burst), row.tokens_milli / 1000 + elapsed * rate)
+    # Bounded so the column (32-bit milli-tokens) never overflows, whatever a header says.
+    target = max(1.0 - seconds * rate, -1_000_000.0)
+    if tokens <= target:
+        return
+    conn.execute(
+        update(rate_limits)
+        .where(rate_limits.c.name == name)
+        .values(tokens_milli=int(target * 1000), updated_at=max(now, row.updated_at))
+    )

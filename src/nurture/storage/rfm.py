@@ -32,10 +32,13 @@ def write_documents(conn: Connection, rows: Sequence[tuple[int, str]]) -> None:
 
 
 def clear_without_orders(conn: Connection) -> int:
-    """Contacts whose orders are all gone lose their figures."""
+    """Contacts whose orders are all gone lose their figures. A contact created without any
+    holds a JSON ``null`` (what the JSON column stores for ``None``), not SQL NULL: that is no
+    figure to clear, and counting it would report every non-buyer as "cleared" once."""
+    json_null = "'null'::jsonb" if conn.dialect.name == "postgresql" else "'null'"
     result = conn.execute(
         text(
-            "UPDATE contacts SET rfm = NULL WHERE rfm IS NOT NULL "
+            f"UPDATE contacts SET rfm = NULL WHERE rfm IS NOT NULL AND rfm != {json_null} "
             "AND id NOT IN (SELECT contact_id FROM orders)"
         )
     )

@@ -1,4 +1,4 @@
-"""When each rule last fired for a contact (``once`` limits)."""
+"""When each rule last fired for a contact (``once``), and what acted on an event (replays)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import Connection, select
 
 from nurture.storage.dialect import upsert
-from nurture.storage.schema import rule_fires
+from nurture.storage.schema import rule_fires, timeline
 
 
 def last_fired(conn: Connection, contact_id: int, rule_ids: Sequence[str]) -> dict[str, datetime]:
@@ -37,3 +37,24 @@ def record(conn: Connection, contact_id: int, rule_ids: Sequence[str], now: date
             for r in rule_ids
         ],
     )
+
+
+# Timeline kinds written in the transaction that applied a rule's actions for an event: the
+# event's ``rule.fired`` note, or ``rule.applied`` for a delayed action coming due.
+APPLIED_KINDS = ("rule.fired", "rule.applied")
+
+
+def event_history(conn: Connection, contact_id: int, event_id: int) -> tuple[bool, set[str]]:
+    """Was ``event_id`` already processed for this contact, and which rules acted on it.
+
+    The timeline is the record: the processor writes the ``event`` note and the rules step its
+    ``rule.fired`` notes in the transaction that applies their effects, so a row here means the
+    effects were committed, and a replayed event must not apply them again.
+    """
+    rows = conn.execute(
+        select(timeline.c.kind, timeline.c.rule_id).where(
+            timeline.c.contact_id == contact_id, timeline.c.event_id == event_id
+        )
+    ).all()
+    rules = {r.rule_id for r in rows if r.kind in APPLIED_KINDS and r.rule_id is not None}
+    return bool(rows), rules

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 from nurture import __version__
 from nurture.bootstrap import Container
@@ -30,6 +31,27 @@ from nurture.web import (
 from nurture.web.access import AccessLog
 from nurture.web.messages import router as delivery_admin_router
 from nurture.web.state import WebState
+from nurture.web.webhooks import Intake
+
+
+class NurtureApp(FastAPI):
+    """FastAPI, except that webhook deliveries skip its middleware and routing stack.
+
+    The webhook routes are the hot path: ``Intake`` answers an exact-path POST itself (access-log
+    line included) and everything else, webhook OPTIONS, redirects and 405s included, goes
+    through FastAPI as usual.
+    """
+
+    intake: Intake | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        intake = self.intake
+        if intake is not None and scope["type"] == "http":
+            endpoint = intake.match(scope)
+            if endpoint is not None:
+                await intake.serve(endpoint, scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
 
 
 def _no_native_telemetry() -> dict[str, Any]:
@@ -45,7 +67,7 @@ def create_app(
     *,
     on_commit: Callable[[], None] | None = None,
     access_log: bool = True,
-) -> FastAPI:
+) -> NurtureApp:
     settings = container.settings
     ingestor = Ingestor(
         container.db, container.clock, partitions=settings.partitions, on_commit=on_commit
@@ -62,18 +84,22 @@ def create_app(
         yield
         ingestor.close()
 
-    app = FastAPI(
+    app = NurtureApp(
         title="nurture",
         version=__version__,
         description="Webhook-driven marketing automation: sources in, contacts, rules, sends out.",
         lifespan=lifespan,
         **_no_native_telemetry(),
     )
-    app.state.nurture = WebState(container=container, ingestor=ingestor, track=track)
+    state = WebState(container=container, ingestor=ingestor, track=track)
+    app.state.nurture = state
     errors.install(app)
-    for route in [*webhooks.routes(), *health.routes()]:
-        app.router.routes.append(route)
-    sources.install(app)
+    intake = Intake(state, log_requests=access_log)
+    webhooks.install(intake)
+    sources.install(intake)
+    app.router.routes.extend(intake.routes)
+    app.router.routes.extend(health.routes())
+    app.intake = intake
     app.include_router(admin.router)
     app.include_router(events_api.router)
     app.include_router(rules.router)

@@ -4,7 +4,9 @@ Zapier, n8n, scripts), and ``?wait=true`` to get back what processing decided.
 The body is the ``/webhooks/track`` shape (one event or an array). Events are stored through
 the same durable ingestor first; with ``wait=true`` the request then drives the event processor
 itself (in a thread, so the event loop keeps serving) until its events are processed, and
-answers with the rules that fired and the jobs they scheduled. When that takes longer than
+answers with the rules that fired and the jobs they scheduled, including those of the derived
+events processing caused (``derived``: ``score.crossed`` -> the VIP offer) when they are
+processed within the limit. When the events themselves take longer than
 ``NURTURE_API_WAIT_SECONDS`` the answer is ``202`` with the event ids: the event is stored and a
 worker finishes it; ``GET /api/v1/events/{id}/outcome`` reads the result later.
 """
@@ -24,7 +26,7 @@ from starlette.responses import Response
 from nurture.bootstrap import build_processor
 from nurture.errors import FieldProblem, InvalidFields, NotFound
 from nurture.providers.track.inbound import items_of, load_json, parse_canonical
-from nurture.services.event_results import event_outcome
+from nurture.services.event_results import descendants, event_outcome
 from nurture.services.process import EventProcessor
 from nurture.storage import events as event_store
 from nurture.web.auth import require_api_key
@@ -73,8 +75,29 @@ def _unfinished(state: WebState, event_ids: list[int]) -> list[int]:
     return [i for i, row in rows.items() if row is not None and row["status"] not in _FINAL]
 
 
+def _unfinished_derived(state: WebState, event_ids: list[int]) -> list[int]:
+    """Derived events caused by ``event_ids`` still waiting for their first processing (one
+    that failed and waits for a retry is not waited for: its backoff outlasts any request)."""
+    waiting: list[int] = []
+    with state.container.db.read() as conn:
+        for event_id in event_ids:
+            row = event_store.get(conn, event_id)
+            if row is None:
+                continue
+            waiting += [
+                d["id"]
+                for d in descendants(conn, event_id, row["contact_id"])
+                if d["status"] not in _FINAL and d["attempts"] == 0
+            ]
+    return waiting
+
+
 def drive(state: WebState, event_ids: list[int], deadline: float) -> bool:
     """Process until every event is final or ``deadline`` (monotonic) passes; True when done.
+
+    Then, while time remains, process the derived events they caused (``score.crossed`` from a
+    purchase, and the rules that fire on it), so the answer includes those decisions too; one
+    still pending at the deadline is reported as ``pending`` in ``derived``.
 
     Processing takes batches of due events, others' included: an event is only ever processed
     in its partition's order, and a partition another worker holds is simply waited for.
@@ -87,6 +110,9 @@ def drive(state: WebState, event_ids: list[int], deadline: float) -> bool:
         result = processor.run_once()
         pending = _unfinished(state, pending)
         if pending and result.total == 0:
+            time.sleep(POLL_SECONDS)
+    while _unfinished_derived(state, event_ids) and time.monotonic() < deadline:
+        if processor.run_once().total == 0:
             time.sleep(POLL_SECONDS)
     return True
 
@@ -154,7 +180,9 @@ async def post_events(
         # abandoned half-way if this request gives up first.
         done = await asyncio.wait_for(asyncio.shield(work), timeout=limit + 1.0)
     except TimeoutError:
-        done = False
+        # Still busy past the limit, maybe with derived events only: the answer depends on
+        # the events posted, which may well be final already.
+        done = not await asyncio.to_thread(_unfinished, state, event_ids)
     if not done:
         body = outcome.body()
         body["status"] = "accepted"

@@ -7,14 +7,9 @@ answers 404 "not configured" before reading anything.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
-
-from fastapi import FastAPI
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from nurture.automation import load_pack
 from nurture.core.events import InboundEvent
@@ -23,22 +18,31 @@ from nurture.providers.brevo.inbound import BrevoSource
 from nurture.providers.calcom.inbound import CalcomSource
 from nurture.providers.catalog import build_sources
 from nurture.providers.forms.inbound import FORM_MEDIA, FormSource
-from nurture.web.body import read_limited, require_media_type
-from nurture.web.state import WebState, web_state
-from nurture.web.webhooks import JSON, answer, track_preflight, with_cors
+from nurture.services.ingest import IngestOutcome
+from nurture.web.state import WebState
+from nurture.web.webhooks import JSON, Delivery, Handler, Intake
 
 CHRISTMAS_FORM = "christmas-assessment"
 
 
-def install(app: FastAPI) -> None:
+def install(intake: Intake) -> None:
     """Build the sources from Settings and the automation folder; add their routes."""
-    st: WebState = app.state.nurture
+    st = intake.state
     settings = st.container.settings
     built = build_sources(settings, load_pack(settings.automation_dir))
     st.sources.update(built.providers)
     st.sources.update({f"generic/{k}": v for k, v in built.generic.items()})
     st.sources.update({f"forms/{k}": v for k, v in built.forms.items()})
-    app.router.routes.extend(routes())
+    intake.post("/webhooks/brevo", _provider("brevo"))
+    intake.post("/webhooks/resend", _provider("resend"))
+    intake.post("/webhooks/calcom", _provider("calcom"))
+    intake.post("/webhooks/stripe", _provider("stripe"))
+    intake.post("/webhooks/generic/{source_id}", generic)
+    intake.post("/webhooks/forms/{form_id}", form, cors=True)
+    # compatibility routes for users of the prototypes, same verification as above
+    intake.post("/webhook/email", _provider("brevo", legacy=True))
+    intake.post("/webhook/calcom-booking", _provider("calcom", legacy=True))
+    intake.post("/webhook/christmas-signup", christmas_signup, cors=True)
 
 
 def _source(st: WebState, key: str) -> Any:
@@ -57,78 +61,58 @@ def _whole_delivery(events: list[InboundEvent], raw: bytes) -> list[InboundEvent
     return [e if e.raw is not None else replace(e, raw=raw) for e in events]
 
 
-async def _receive(
-    request: Request,
-    key: str,
-    parse: Callable[[Any, bytes, Request], list[InboundEvent]],
-) -> Response:
-    st = web_state(request)
+Parse = Callable[[Any, bytes, Delivery], list[InboundEvent]]
+
+
+async def _receive(st: WebState, d: Delivery, key: str, parse: Parse) -> IngestOutcome:
     source = _source(st, key)
     if isinstance(source, BrevoSource):
-        source.check_client(request.client.host if request.client else None)
-    raw = await read_limited(request, st.container.settings.max_body_bytes)
-    source.verify(request.headers, raw, st.container.clock.now())
-    ctype = require_media_type(request, JSON)
-    events = _whole_delivery(parse(source, raw, request), raw)
-    return answer(await st.ingestor.submit(events, raw, ctype))
+        source.check_client(d.client_host)
+    raw = await d.body(st.container.settings.max_body_bytes)
+    source.verify(d.headers, raw, st.container.clock.now())
+    ctype = d.media_type(JSON)
+    events = _whole_delivery(parse(source, raw, d), raw)
+    return await st.ingestor.submit(events, raw, ctype)
 
 
-def _modern(source: Any, raw: bytes, request: Request) -> list[InboundEvent]:
-    events: list[InboundEvent] = source.parse(raw, request.headers)
+def _modern(source: Any, raw: bytes, d: Delivery) -> list[InboundEvent]:
+    events: list[InboundEvent] = source.parse(raw, d.headers)
     return events
 
 
-def _legacy(source: Any, raw: bytes, request: Request) -> list[InboundEvent]:
+def _legacy(source: Any, raw: bytes, d: Delivery) -> list[InboundEvent]:
     assert isinstance(source, BrevoSource | CalcomSource)
     return source.parse_legacy(raw)
 
 
-def _provider(key: str, *, legacy: bool = False) -> Callable[[Request], Awaitable[Response]]:
+def _provider(key: str, *, legacy: bool = False) -> Handler:
     parse = _legacy if legacy else _modern
 
-    async def endpoint(request: Request) -> Response:
-        return await _receive(request, key, parse)
+    async def endpoint(st: WebState, d: Delivery) -> IngestOutcome:
+        return await _receive(st, d, key, parse)
 
     return endpoint
 
 
-async def generic(request: Request) -> Response:
-    return await _receive(request, f"generic/{request.path_params['source_id']}", _modern)
+async def generic(st: WebState, d: Delivery) -> IngestOutcome:
+    return await _receive(st, d, f"generic/{d.path_params['source_id']}", _modern)
 
 
-async def _submit_form(request: Request, form_id: str) -> Response:
-    st = web_state(request)
+async def _submit_form(st: WebState, d: Delivery, form_id: str) -> IngestOutcome:
     form = st.sources.get(f"forms/{form_id}")
     if not isinstance(form, FormSource):
         raise NotFound(f"no form {form_id!r} is declared in the automation folder")
-    raw = await read_limited(request, st.container.settings.max_body_bytes)
-    form.authenticate(request.headers, raw, st.container.clock.now(), request.query_params)
-    ctype = require_media_type(request, JSON, FORM_MEDIA)
-    events = form.parse(raw, request.headers)
-    return answer(await st.ingestor.submit(events, raw, ctype))
+    raw = await d.body(st.container.settings.max_body_bytes)
+    form.authenticate(d.headers, raw, st.container.clock.now(), d.query)
+    ctype = d.media_type(JSON, FORM_MEDIA)
+    events = form.parse(raw, d.headers)
+    return await st.ingestor.submit(events, raw, ctype)
 
 
-async def form(request: Request) -> Response:
-    return await _submit_form(request, request.path_params["form_id"])
+async def form(st: WebState, d: Delivery) -> IngestOutcome:
+    return await _submit_form(st, d, d.path_params["form_id"])
 
 
-async def christmas_signup(request: Request) -> Response:
+async def christmas_signup(st: WebState, d: Delivery) -> IngestOutcome:
     """The Christmas prototype's ``POST /webhook/christmas-signup``."""
-    return await _submit_form(request, CHRISTMAS_FORM)
-
-
-def routes() -> list[Route]:
-    return [
-        Route("/webhooks/brevo", _provider("brevo"), methods=["POST"]),
-        Route("/webhooks/resend", _provider("resend"), methods=["POST"]),
-        Route("/webhooks/calcom", _provider("calcom"), methods=["POST"]),
-        Route("/webhooks/stripe", _provider("stripe"), methods=["POST"]),
-        Route("/webhooks/generic/{source_id}", generic, methods=["POST"]),
-        Route("/webhooks/forms/{form_id}", with_cors(form), methods=["POST"]),
-        Route("/webhooks/forms/{form_id}", track_preflight, methods=["OPTIONS"]),
-        # compatibility routes for users of the prototypes, same verification as above
-        Route("/webhook/email", _provider("brevo", legacy=True), methods=["POST"]),
-        Route("/webhook/calcom-booking", _provider("calcom", legacy=True), methods=["POST"]),
-        Route("/webhook/christmas-signup", with_cors(christmas_signup), methods=["POST"]),
-        Route("/webhook/christmas-signup", track_preflight, methods=["OPTIONS"]),
-    ]
+    return await _submit_form(st, d, CHRISTMAS_FORM)

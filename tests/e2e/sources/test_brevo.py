@@ -208,3 +208,55 @@ def test_prototype_route_accepts_old_and_real_names(h: Harness) -> None:
     # the modern route does not take the prototype's vocabulary as e-mail events
     assert post(h, {**old, "event": "clicked", "link": "https://x.co"}).status_code == 202
     assert stored(h)[-1]["type"] == "brevo.clicked"
+
+
+def test_prototype_route_takes_its_whole_vocabulary(h: Harness) -> None:
+    # the CRM prototype accepted exactly sent, opened, clicked, bounce, unsubscribed, complaint
+    expected = {
+        "sent": ("email.sent", {}),
+        "opened": ("email.opened", {"unique": False, "proxy": False}),
+        "clicked": ("email.clicked", {"link": "https://example.com/x"}),
+        "bounce": ("email.bounced", {"kind": "hard"}),
+        "unsubscribed": ("email.unsubscribed", {}),
+        "complaint": ("email.complained", {}),
+    }
+    for n, (name, (event_type, fields)) in enumerate(expected.items()):
+        old = {
+            "event": name,
+            "email": "Ann@Example.com",
+            "message-id": f"<m{n}@smtp-relay.mailin.fr>",
+            "ts_event": 1795424400 + n,
+            "link": "https://example.com/x" if name == "clicked" else None,
+        }
+        r = post(h, old, path="/webhook/email")
+        assert r.status_code == 202, (name, r.text)
+        row = stored(h)[-1]
+        assert row["type"] == event_type, name
+        assert row["canonical"]["contact"] == {"email": "ann@example.com"}
+        assert row["occurred_at"] == datetime.fromtimestamp(1795424400 + n, UTC)
+        for key, value in fields.items():
+            assert row["canonical"]["data"][key] == value, (name, key)
+    # a retry of the prototype's payload is a duplicate there too
+    again = post(
+        h,
+        {
+            "event": "sent",
+            "email": "Ann@Example.com",
+            "message-id": "<m0@smtp-relay.mailin.fr>",
+            "ts_event": 1795424400,
+            "link": None,
+        },
+        path="/webhook/email",
+    )
+    assert again.status_code == 200 and again.json()["status"] == "duplicate"
+    process_all(h)
+
+
+def test_non_ascii_credentials_are_a_401(h: Harness) -> None:
+    body = orjson.dumps(tx("delivered"))
+    r = h.client.post(
+        "/webhooks/brevo",
+        content=body,
+        headers={"authorization": b"Bearer caf\xe9", "content-type": "application/json"},
+    )
+    assert_problem(r, 401)

@@ -242,3 +242,14 @@ def test_prototype_route_reads_flat_and_nested(h: Harness) -> None:
 def test_not_configured(make_harness: Callable[..., Harness]) -> None:
     h = make_harness(calcom_webhook_secret="")
     assert_problem(post(h, booking("BOOKING_CREATED")), 404, "NURTURE_CALCOM_WEBHOOK_SECRET")
+
+
+def test_non_ascii_signature_header_is_a_401_not_a_crash(h: Harness) -> None:
+    raw = orjson.dumps(booking("BOOKING_CREATED"))
+    r = h.client.post(
+        "/webhooks/calcom",
+        content=raw,
+        headers={"x-cal-signature-256": b"caf\xe9", "content-type": "application/json"},
+    )
+    assert_problem(r, 401, "does not match")
+    assert stored(h) == []

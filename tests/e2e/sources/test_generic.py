@@ -14,7 +14,7 @@ from standardwebhooks.webhooks import Webhook
 
 from nurture.errors import ConfigError
 from nurture.testing import Harness, new_secret
-from tests.e2e.sources.conftest import assert_problem, only, stored
+from tests.e2e.sources.conftest import assert_problem, only, process_all, stored
 
 SECRET = new_secret()
 PACK = """
@@ -123,3 +123,51 @@ def test_config_errors_name_file_line_and_field(
     )
     with pytest.raises(ConfigError, match=r"sources.yaml:2: sources.0.type: must be one of"):
         make_harness(automation_dir=tmp_path)
+
+
+def test_missing_tampered_and_wrong_content_type(g: Harness) -> None:
+    raw = orjson.dumps(deal())
+    r = g.client.post(
+        "/webhooks/generic/acme-crm", content=raw, headers={"content-type": "application/json"}
+    )
+    assert_problem(r, 401, "missing signature headers")
+    when = g.clock.now()
+    headers = {
+        "webhook-id": "msg_t",
+        "webhook-timestamp": str(int(when.timestamp())),
+        "webhook-signature": Webhook(SECRET).sign("msg_t", when, raw.decode()),
+        "content-type": "application/json",
+    }
+    tampered = raw.replace(b"120", b"999")
+    r = g.client.post("/webhooks/generic/acme-crm", content=tampered, headers=headers)
+    assert_problem(r, 401, "does not match")
+    r = g.client.post(
+        "/webhooks/generic/acme-crm", content=raw, headers={**headers, "content-type": "text/csv"}
+    )
+    assert_problem(r, 415)
+    assert stored(g) == []
+
+
+def test_rotated_secret(make_harness: Callable[..., Harness], tmp_path: Path) -> None:
+    (tmp_path / "sources.yaml").write_text(PACK)
+    old, new = new_secret(), new_secret()
+    during = make_harness(
+        automation_dir=tmp_path, extra_secrets={"NURTURE_ACME_WEBHOOK_SECRET": f"{old} {new}"}
+    )
+    assert post(during, deal(), secret=old).status_code == 202
+    assert post(during, deal(), secret=new).status_code == 202
+    after = make_harness(
+        automation_dir=tmp_path, extra_secrets={"NURTURE_ACME_WEBHOOK_SECRET": new}
+    )
+    assert_problem(post(after, deal(), secret=old), 401, "does not match")
+    assert post(after, deal(), secret=new).status_code == 202
+
+
+def test_payload_without_a_usable_contact_is_stored_unattributed(g: Harness) -> None:
+    body = deal()
+    body["body"]["customer"] = {"email": "not an address"}
+    assert post(g, body).status_code == 202
+    row = only(g)
+    assert row["type"] == "purchase.completed"
+    assert row["canonical"]["contact"] is None
+    process_all(g)

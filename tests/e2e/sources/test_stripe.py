@@ -190,3 +190,20 @@ def test_malformed_and_not_configured(make_harness: Callable[..., Harness]) -> N
     assert_problem(
         post(off, event("customer.created", {"id": "c"})), 404, "NURTURE_STRIPE_WEBHOOK_SECRET"
     )
+
+
+def test_unpaid_checkout_waits_for_its_async_payment(h: Harness) -> None:
+    # SEPA debit: the session completes unpaid; the money arrives days later
+    unpaid = event("checkout.session.completed", session(payment_status="unpaid"))
+    assert post(h, unpaid).status_code == 202
+    paid = event("checkout.session.async_payment_succeeded", session(payment_status="paid"))
+    assert post(h, paid).status_code == 202
+    first, second = stored(h)
+    assert first["type"] == "stripe.checkout.session.completed"
+    assert first["canonical"]["data"]["payment_status"] == "unpaid"
+    assert first["canonical"]["contact"] is None
+    assert second["type"] == "purchase.completed"
+    assert second["canonical"]["data"]["order_id"] == "pi_3Abc"
+    assert second["canonical"]["data"]["amount"] == 49.0
+    assert second["canonical"]["contact"]["email"] == "ann@example.com"
+    process_all(h)

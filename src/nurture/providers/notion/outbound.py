@@ -30,6 +30,10 @@ class PageGone(ProviderError):
     """The mirrored page was deleted or archived in Notion: find or create it again."""
 
 
+class RateLimited(ProviderError):
+    """429 ``rate_limited``: the integration, not this request, must wait ``retry_after``."""
+
+
 def _text(value: Any) -> str:
     return str(value)[:TEXT_LIMIT]
 
@@ -133,7 +137,9 @@ class NotionClient:
             found = response.json()
             return found if isinstance(found, dict) else {}
         detail = f"notion: {method} {path}: HTTP {status}: {response.text[:300]}"
-        if status in (429, 409) or status >= 500:
+        if status == 429:
+            raise RateLimited(detail, retry_after=retry_after(response))
+        if status == 409 or status >= 500:
             raise ProviderError(detail, retry_after=retry_after(response))
         raise ProviderError(detail, permanent=True)
 

@@ -2,6 +2,10 @@
 
 ``webhook-id`` is derived from the job key, so every retry of one delivery carries the same id
 (receivers deduplicate on it); ``webhook-timestamp`` is per attempt.
+
+The guard resolves the target once and the request then connects to that very address (the
+``Host`` header and TLS server name stay the URL's), so a name that resolves to a public
+address for the check and to a private one for the connection (DNS rebinding) gets nowhere.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import hashlib
 import ipaddress
 import socket
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -32,8 +36,15 @@ def _is_public(address: str) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
-async def guard_target(url: str, *, allow_private: bool) -> None:
-    """Refuse URLs that resolve to loopback, private, link-local or reserved addresses.
+async def resolve(host: str, port: int) -> list[str]:
+    """Every address ``host`` resolves to, in the resolver's order."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+async def guard_target(url: str, *, allow_private: bool) -> str | None:
+    """Refuse URLs that resolve to loopback, private, link-local or reserved addresses; return
+    the address to connect to (``None`` with ``allow_private``: the client resolves as usual).
 
     A flow URL that points inside the network (cloud metadata at 169.254.169.254, an admin
     port on localhost) would let whoever edits the automation folder probe it. Endpoints that
@@ -43,22 +54,36 @@ async def guard_target(url: str, *, allow_private: bool) -> None:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ProviderError(f"webhook: {url!r} is not an http(s) URL", permanent=True)
     if allow_private:
-        return
+        return None
     host = parts.hostname
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            host, parts.port or (443 if parts.scheme == "https" else 80), type=socket.SOCK_STREAM
-        )
+        addresses = await resolve(host, parts.port or (443 if parts.scheme == "https" else 80))
     except OSError as exc:
         raise ProviderError(f"webhook: cannot resolve {host}: {exc}") from exc
-    addresses = {str(info[4][0]) for info in infos}
-    blocked = sorted(a for a in addresses if not _is_public(a))
+    blocked = sorted({a for a in addresses if not _is_public(a)})
     if blocked:
         raise ProviderError(
             f"webhook: {host} resolves to a private or loopback address ({', '.join(blocked)}); "
             "set allow_private: true on the endpoint if that is intended",
             permanent=True,
         )
+    if not addresses:
+        raise ProviderError(f"webhook: {host} resolves to no address")
+    return addresses[0]
+
+
+def pinned_request(url: str, address: str) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """``url`` with its host replaced by ``address``, and the ``Host`` header and TLS server
+    name (``sni_hostname``) that keep the request what it was for the receiver."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    literal = f"[{address.split('%', 1)[0]}]" if ":" in address else address
+    port = f":{parts.port}" if parts.port else ""
+    userinfo = parts.netloc.rpartition("@")[0]
+    netloc = (f"{userinfo}@" if userinfo else "") + literal + port
+    shown = f"[{host}]" if ":" in host else host
+    extensions: dict[str, Any] = {"sni_hostname": host} if parts.scheme == "https" else {}
+    return urlunsplit(parts._replace(netloc=netloc)), {"host": shown + port}, extensions
 
 
 class WebhookPoster:
@@ -77,12 +102,18 @@ class WebhookPoster:
         *,
         timeout: float | None = None,
         headers: dict[str, str] | None = None,
+        connect_to: str | None = None,
     ) -> WebhookResponse:
         # Discord, Slack and plain JSON catch hooks get no signature (an empty secret).
         sent = sign_standard(secret, msg_id, timestamp, body) if secret else {}
         sent["content-type"] = "application/json"
         sent.update(headers or {})
         kwargs: dict[str, Any] = {"timeout": timeout} if timeout is not None else {}
+        if connect_to is not None:
+            url, host, extensions = pinned_request(url, connect_to)
+            sent.update(host)
+            if extensions:
+                kwargs["extensions"] = extensions
         response = await request(
             self.client, "webhook", "POST", url, content=body, headers=sent, **kwargs
         )

@@ -17,7 +17,12 @@ from nurture.errors import FieldProblem, InvalidFields, NotConfigured
 from nurture.providers.payloads import email_of, from_epoch, load_object, text_of, vendor_type
 from nurture.providers.signing import verify_stripe
 
-PURCHASE_TYPES = ("checkout.session.completed", "payment_intent.succeeded")
+PURCHASE_TYPES = (
+    "checkout.session.completed",
+    # a delayed payment method (SEPA debit, bank transfer...) finally went through
+    "checkout.session.async_payment_succeeded",
+    "payment_intent.succeeded",
+)
 
 # Stripe amounts are in the currency's smallest unit; these currencies have none or three
 # decimals (docs.stripe.com/currencies).
@@ -95,19 +100,26 @@ class StripeSource:
             raise InvalidFields(problems)
         assert event_id is not None and name is not None and isinstance(obj, dict)
         when = from_epoch(body.get("created"))
-        if name not in PURCHASE_TYPES:
+        # A session completed with a delayed payment method is not paid yet: the purchase is
+        # its async_payment_succeeded (or the PaymentIntent's success), not this event.
+        unpaid = name.startswith("checkout.session.") and obj.get("payment_status") == "unpaid"
+        if name not in PURCHASE_TYPES or unpaid:
             return [
                 InboundEvent(
                     source=self.name,
                     type=vendor_type("stripe", name),
                     dedupe_key=event_id,
                     contact=None,
-                    data={"event": name, "object_id": text_of(obj.get("id"))},
+                    data={
+                        "event": name,
+                        "object_id": text_of(obj.get("id")),
+                        **({"payment_status": "unpaid"} if unpaid else {}),
+                    },
                     occurred_at=when,
                 )
             ]
         data, contact = (
-            self._checkout(obj) if name == "checkout.session.completed" else self._intent(obj)
+            self._checkout(obj) if name.startswith("checkout.session.") else self._intent(obj)
         )
         data["stripe_event"] = name
         data["livemode"] = bool(body.get("livemode"))
