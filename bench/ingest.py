@@ -1,12 +1,16 @@
-"""Ingest benchmark: durable ``POST /webhooks/track`` against a bare no-op route, same server.
+"""Ingest benchmark: durable ``POST /webhooks/<source>`` against bare no-op routes, same server.
 
 Load comes from ``wrk`` (a separate process; ``apt-get install wrk``) at 32 connections, replaying
-pre-signed Standard Webhooks requests (each a distinct event, so every request is a real insert
-with a real signature check). Then one worker drains what was ingested.
+pre-signed requests (each a distinct event, so every request is a real insert with a real
+signature check). The server is ``nurture serve``'s: one uvicorn worker on uvloop, access log on
+(one JSON line per request, into a file). Each route runs against a fresh database; then one
+worker with the default pack drains what that route stored.
 
     .venv/bin/python bench/ingest.py [--seconds 10] [--connections 32] [--pg URL] [--no-pg]
+        [--sources track brevo resend calcom stripe forms] [--compare-normal] [--no-drain]
 
-Prints a table; figures depend on the disk's flush rate (SQLite synchronous=FULL).
+Prints a table; figures depend on the disk's flush rate (SQLite synchronous=FULL) and, on a
+shared machine, on its other load: compare the CPU us/req column across runs too.
 """
 
 from __future__ import annotations
@@ -309,17 +313,27 @@ def run_wrk(url: str, reqfile: Path, lua: Path, seconds: int, conns: int) -> dic
     }
 
 
-def drain_rate(url: str) -> tuple[int, float, float]:
+def drain_rate(url: str, budget: float) -> tuple[int, bool, float, float]:
+    """One worker processes batches for up to ``budget`` seconds (all of them if sooner done).
+
+    Returns (events processed, whether it got through all, events/s, events per CPU-second).
+    """
     from nurture.bootstrap import build_container, build_processor
     from nurture.config import Settings
 
     container = build_container(Settings(database_url=url))
     processor = build_processor(container)
     start, cpu = time.perf_counter(), time.process_time()
-    n = processor.drain()
+    n, done = 0, False
+    while time.perf_counter() - start < budget:
+        batch = processor.run_once().total
+        if batch == 0:
+            done = True
+            break
+        n += batch
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     container.close()
-    return n, n / elapsed if elapsed else 0.0, n / cpu if cpu else 0.0
+    return n, done, n / elapsed if elapsed else 0.0, n / cpu if cpu else 0.0
 
 
 def cpu_seconds(pid: int) -> float:
@@ -328,119 +342,160 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+class Server:
+    """One ``--serve`` child process on a database, and what it reports when stopped."""
+
+    def __init__(
+        self, url: str, secrets: dict[str, str], workdir: Path, args: argparse.Namespace, sync: str
+    ) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log_path = workdir / f"server-{self.port}.log"
+        command = [sys.executable, __file__, "--serve", url, str(self.port), json.dumps(secrets)]
+        command += [sync, str(self.log_path), args.loop]
+        with (workdir / f"server-{self.port}.err").open("w") as err:
+            self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err)
+        for _ in range(200):
+            try:
+                httpx.get(self.base + "/healthz", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        self.sent = 1
+
+    def load(
+        self, path: str, reqfile: Path, lua: Path, args: argparse.Namespace
+    ) -> dict[str, float]:
+        before = cpu_seconds(self.proc.pid)
+        r = run_wrk(self.base + path, reqfile, lua, args.seconds, args.connections)
+        r["cpu_us"] = (cpu_seconds(self.proc.pid) - before) / max(r["requests"], 1) * 1e6
+        self.sent += int(r["requests"])
+        return r
+
+    def stop(self) -> dict[str, float]:
+        self.proc.terminate()
+        self.proc.wait(timeout=60)
+        # wrk counts the requests it completed; ones cut off at the end may still be logged.
+        lines = sum(1 for _ in self.log_path.open()) if self.log_path.exists() else 0
+        stats = {"log_lines": lines, "sent": self.sent, "commits": 0, "rows": 0}
+        stats_path = Path(str(self.log_path) + ".stats")
+        if stats_path.exists():
+            stats.update(json.loads(stats_path.read_text()))
+        return stats
+
+
+# A fresh, migrated database for one route: (url, drop it).
+NewDatabase = Callable[[str], tuple[str, Callable[[], None]]]
+
+
 def bench_db(
-    label: str, url: str, args: argparse.Namespace, workdir: Path, synchronous: str = "FULL"
+    label: str,
+    new_database: NewDatabase,
+    args: argparse.Namespace,
+    workdir: Path,
+    synchronous: str = "FULL",
 ) -> list[list[str]]:
+    """Each route on a fresh database and server (an inbox already holding the previous routes'
+    events would make every later route look slower), then one worker drains that database."""
     from nurture.testing import new_secret
 
     secrets = {name: new_secret() for name in SOURCE_SETTINGS}
     secrets["brevo"] = "bench-brevo-token-0123456789"
     secrets["calcom"] = "bench-calcom-secret-0123456789"
-    port = free_port()
-    log_path = workdir / f"server-{port}.log"
-    with (workdir / f"server-{port}.err").open("w") as err:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                __file__,
-                "--serve",
-                url,
-                str(port),
-                json.dumps(secrets),
-                synchronous,
-                str(log_path),
-                args.loop,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-    base = f"http://127.0.0.1:{port}"
-    rows = []
-    sent = 0
-    try:
-        for _ in range(100):
+    lua = workdir / "post.lua"
+    lua.write_text(LUA)
+    expected = int(args.seconds * 12000)
+    routes = builders(secrets, f"{label[:2]}{os.getpid()}")
+    rows: list[list[str]] = []
+    noop_rps = track_rps = 0.0
+
+    def row(
+        name: str, r: dict[str, float], vs_track: str = "", per_commit: str = "", drained: str = ""
+    ) -> list[str]:
+        return [
+            label,
+            name,
+            f"{r['rps']:,.0f}",
+            f"{r['p50']:.1f}",
+            f"{r['p99']:.1f}",
+            f"{r['rps'] / noop_rps:.2f}x",
+            vs_track,
+            f"{r['cpu_us']:.0f}",
+            per_commit,
+            str(int(r["non2xx"] + r["errors"])),
+            drained,
+        ]
+
+    for index, name in enumerate(args.sources):
+        path, build = routes[name]
+        url, drop = new_database(name)
+        try:
+            server = Server(url, secrets, workdir, args, synchronous)
             try:
-                httpx.get(base + "/healthz", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        sent += 1
-        lua = workdir / "post.lua"
-        lua.write_text(LUA)
-        expected = int(args.seconds * 12000)
-        routes = builders(secrets, f"{label[:2]}{port}")
-        noop_file = workdir / "noop.tsv"
-        make_requests(noop_file, min(expected, 50000), routes["track"][1])
-
-        def load(path: str, reqfile: Path) -> dict[str, float]:
-            nonlocal sent
-            before = cpu_seconds(proc.pid)
-            r = run_wrk(base + path, reqfile, lua, args.seconds, args.connections)
-            r["cpu_us"] = (cpu_seconds(proc.pid) - before) / max(r["requests"], 1) * 1e6
-            sent += int(r["requests"])
-            print(f"  {label} {path}: {r['rps']:,.0f} req/s", file=sys.stderr, flush=True)
-            return r
-
-        noop = load("/bench/noop", noop_file)
-        results = [("bare no-op route (Starlette)", noop)]
-        if httpx.post(base + "/bench/noop-intake", content=b"{}").status_code == 202:
-            results.append(("no-op on the intake path", load("/bench/noop-intake", noop_file)))
-        for name in args.sources:
-            path, build = routes[name]
-            reqfile = workdir / f"{name}.tsv"
-            make_requests(reqfile, expected, build)
-            r = load(path, reqfile)
+                if index == 0:
+                    noop_file = workdir / "noop.tsv"
+                    make_requests(noop_file, min(expected, 50000), routes["track"][1])
+                    noop = server.load("/bench/noop", noop_file, lua, args)
+                    noop_rps = noop["rps"]
+                    rows.append(row("bare no-op route (Starlette)", noop))
+                    if httpx.post(server.base + "/bench/noop-intake", content=b"{}").is_success:
+                        lean = server.load("/bench/noop-intake", noop_file, lua, args)
+                        rows.append(row("no-op on the intake path", lean))
+                reqfile = workdir / f"{name}.tsv"
+                make_requests(reqfile, expected, build)
+                r = server.load(path, reqfile, lua, args)
+            finally:
+                stats = server.stop()
             if r["requests"] >= expected:
                 print(f"warning: {label} {name}: requests wrapped around; some were duplicates")
-            results.append((f"POST {path}", r))
-        for name, r in results:
-            rows.append(
-                [
-                    label,
-                    name,
-                    f"{r['rps']:,.0f}",
-                    f"{r['p50']:.1f}",
-                    f"{r['p99']:.1f}",
-                    f"{r['rps'] / noop['rps']:.2f}x",
-                    f"{r['cpu_us']:.0f}",
-                    str(r["non2xx"] + r["errors"]),
-                ]
+            print(
+                f"  {label} {path}: {r['rps']:,.0f} req/s; {stats['log_lines']:,} log lines for"
+                f" {stats['sent']:,} requests; {stats['commits']:,} commits",
+                file=sys.stderr,
+                flush=True,
             )
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-    # wrk counts the requests it completed; ones cut off at the end may still be logged.
-    lines = sum(1 for _ in log_path.open()) if log_path.exists() else 0
-    print(f"  {label}: {lines:,} access-log lines for {sent:,} requests", file=sys.stderr)
-    stats_path = Path(str(log_path) + ".stats")
-    if stats_path.exists():
-        stats = json.loads(stats_path.read_text())
-        per = stats["rows"] / stats["commits"] if stats["commits"] else 0
-        print(f"  {label}: {stats['commits']:,} commits, {per:.1f} rows each", file=sys.stderr)
-    print(f"  {label}: draining", file=sys.stderr, flush=True)
-    n, rate, per_cpu = drain_rate(url)
-    rows.append(
-        [
-            label,
-            f"one worker drains {n:,} events",
-            f"{rate:,.0f} ev/s",
-            "",
-            "",
-            "",
-            f"{1e6 / per_cpu:.0f}/ev" if per_cpu else "",
-            "",
-        ]
-    )
+            track_rps = track_rps or (r["rps"] if name == "track" else 0.0)
+            vs_track = f"{r['rps'] / track_rps:.2f}x" if track_rps else ""
+            per_commit = f"{stats['rows'] / stats['commits']:.1f}" if stats["commits"] else ""
+            drained = ""
+            if not args.no_drain:
+                n, done, rate, per_cpu = drain_rate(url, args.drain_seconds)
+                scope = "all" if done else f"first {args.drain_seconds:.0f} s"
+                drained = f"{rate:,.0f} ({scope}: {n:,} ev, {1e6 / per_cpu:.0f} us CPU/ev)"
+            rows.append(row(f"POST {path}", r, vs_track, per_commit, drained))
+        finally:
+            drop()
     return rows
 
 
-def pg_database(base: str) -> tuple[str, str]:
+def sqlite_databases(workdir: Path, label: str) -> NewDatabase:
+    def new(name: str) -> tuple[str, Callable[[], None]]:
+        stem = f"{label}-{name}.db"
+
+        def drop() -> None:
+            for path in workdir.glob(stem + "*"):  # the database, its -wal and -shm
+                path.unlink(missing_ok=True)
+
+        return f"sqlite:///{workdir / stem}", drop
+
+    return new
+
+
+def pg_databases(base: str) -> NewDatabase:
+    def new(name: str) -> tuple[str, Callable[[], None]]:
+        url, db_name = pg_database(base, name)
+        return url, lambda: drop_pg(base, db_name)
+
+    return new
+
+
+def pg_database(base: str, suffix: str = "") -> tuple[str, str]:
     from sqlalchemy import create_engine, text
 
     from nurture.config import normalise_database_url
 
     base = normalise_database_url(base)
-    name = f"nurture_bench_{os.getpid()}"
+    name = f"nurture_bench_{os.getpid()}_{suffix}"
     eng = create_engine(base, isolation_level="AUTOCOMMIT")
     with eng.connect() as c:
         c.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
@@ -481,6 +536,13 @@ def main() -> None:
     )
     p.add_argument("--no-pg", action="store_true")
     p.add_argument("--no-sqlite", action="store_true")
+    p.add_argument("--no-drain", action="store_true", help="skip the worker drain after each route")
+    p.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=30,
+        help="time budget of each drain (the rate over that time is reported)",
+    )
     p.add_argument(
         "--sources",
         nargs="+",
@@ -506,29 +568,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if not args.no_sqlite:
-            rows += bench_db("SQLite", f"sqlite:///{work / 'bench.db'}", args, work)
+            rows += bench_db("SQLite", sqlite_databases(work, "full"), args, work)
         if args.compare_normal:
             # What durability costs: the same run with synchronous=NORMAL, which can lose the
             # last acknowledged events on a power cut. nurture never runs like this.
-            rows += bench_db(
-                "SQLite (NORMAL, not durable)",
-                f"sqlite:///{work / 'normal.db'}",
-                args,
-                work,
-                synchronous="NORMAL",
-            )
+            normal = sqlite_databases(work, "normal")
+            rows += bench_db("SQLite (NORMAL, not durable)", normal, args, work, "NORMAL")
         if not args.no_pg:
-            url, name = pg_database(args.pg)
-            try:
-                rows += bench_db("PostgreSQL", url, args, work)
-            finally:
-                drop_pg(args.pg, name)
+            rows += bench_db("PostgreSQL", pg_databases(args.pg), args, work)
     print(f"\ningest, {args.connections} connections, {args.seconds} s each, one uvicorn worker")
-    head = ["db", "target", "req/s", "p50 ms", "p99 ms", "vs no-op", "CPU us/req", "errors"]
+    head = ["db", "target", "req/s", "p50 ms", "p99 ms", "vs no-op", "vs track", "CPU us/req"]
+    head += ["rows/commit", "errors", "one worker drains it: ev/s"]
     print(table(rows, head))
     print(
-        "vs no-op: against the bare Starlette route; CPU us/req: the server process's CPU time"
-        " per answered request (less sensitive to other load on the machine than req/s)"
+        "Each route runs on a fresh database. vs no-op: against the bare Starlette route on the"
+        " same server; CPU us/req: the server process's CPU time per answered request (steadier"
+        " than req/s when the machine is shared); rows/commit: requests sharing a group commit;"
+        " drains: events/s of one worker with the default pack over what the route stored."
     )
 
 

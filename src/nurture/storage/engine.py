@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -38,6 +39,9 @@ class Database:
     ) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        # Reentrant: a nested write transaction in one thread behaves as it did without it.
+        self._writer = threading.RLock()
+        self._busy_timeout = busy_timeout_ms / 1000
         self.dialect = "sqlite" if self.is_sqlite else "postgresql"
         if self.is_sqlite:
             memory = url in ("sqlite://", "sqlite:///:memory:")
@@ -92,6 +96,21 @@ class Database:
     @contextmanager
     def begin(self) -> Iterator[Connection]:
         """A write transaction: commits on success, rolls back on error."""
+        if self.is_sqlite:
+            # Writers of this process queue here rather than on SQLite's lock, whose busy
+            # handler sleeps with backoff (up to 100 ms a try): with ingest, the event processor
+            # and the job worker writing in one process, those sleeps made due jobs seconds late
+            # (bench/scheduler.py lateness p99 2-5 s under CPU contention, 50 ms with this).
+            # Bounded like SQLite's own wait, so a thread waiting on a writer that waits on it
+            # gets StorageUnavailable instead of hanging.
+            if not self._writer.acquire(timeout=self._busy_timeout):
+                raise StorageUnavailable("database unavailable: database is locked")
+            try:
+                with translate_errors(), self.engine.begin() as conn:
+                    yield conn
+            finally:
+                self._writer.release()
+            return
         with translate_errors(), self.engine.begin() as conn:
             yield conn
 
