@@ -11,11 +11,16 @@ worker with the default pack drains what that route stored.
 
 Prints a table; figures depend on the disk's flush rate (SQLite synchronous=FULL) and, on a
 shared machine, on its other load: compare the CPU us/req column across runs too.
+
+``BENCH_TRACE=1`` also reports, per route, the slowest group commits (when in the run, how long,
+how many requests shared them) and event-loop stalls over 10 ms: it tells a slow disk flush (a
+commit of 50-150 ms; this VM's disk has such episodes) from a blocked event loop when p99 jumps.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import shutil
@@ -141,13 +146,78 @@ def serve(
     intake = getattr(app, "intake", None)
     if intake is not None:  # absent from trees before it existed (to bench them the same way)
         intake.post("/bench/noop-intake", lean_noop)
+    pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
+    started: list[float] = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            pauses[info["generation"]].append(time.perf_counter() - started[0])
+
+    # As runtime.serve does at start; done here first so that its collection of start-up
+    # objects is not counted as a pause under load.
+    gc.collect()
+    gc.freeze()
+    gc.callbacks.append(on_gc)
+    slow: list[tuple[float, float, int]] = []
+    if os.environ.get("BENCH_TRACE"):
+        ingestor_ = app.state.nurture.ingestor
+        commit = ingestor_._commit
+
+        def traced(group: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return commit(group)
+            finally:
+                slow.append((t0, time.perf_counter() - t0, len(group)))
+
+        ingestor_._commit = traced
     main = runtime.serve(app, "127.0.0.1", port)
+    lags: list[tuple[float, float]] = []
+    if os.environ.get("BENCH_TRACE"):
+        served = main
+
+        async def lag_probe() -> None:
+            while True:
+                t0 = time.perf_counter()
+                await asyncio.sleep(0.001)
+                lag = time.perf_counter() - t0 - 0.001
+                if lag > 0.01:
+                    lags.append((t0, lag))
+
+        async def traced_main() -> None:
+            probe = asyncio.ensure_future(lag_probe())
+            try:
+                await served
+            finally:
+                probe.cancel()
+
+        main = traced_main()
     if loop == "asyncio" or not hasattr(runtime, "run"):
         asyncio.run(main)
     else:
         runtime.run(main)
     ingestor = app.state.nurture.ingestor
     stats = {"commits": ingestor.commits, "rows": ingestor.rows_committed}
+    if os.environ.get("BENCH_TRACE"):
+        from collections import Counter
+
+        kinds = Counter(type(o).__name__ for o in gc.get_objects())
+        stats["tracked_objects"] = sum(kinds.values())
+        stats["top_types"] = kinds.most_common(8)
+    if lags:
+        stats["loop_lags_over_10ms"] = len(lags)
+        stats["loop_lag_worst_ms"] = sorted(round(x[1] * 1000, 1) for x in lags)[-8:]
+    if slow:
+        t_first = slow[0][0]
+        worst = sorted(slow, key=lambda x: -x[1])[:15]
+        stats["slow_commits"] = [
+            (round(t - t_first, 3), round(d * 1000, 1), n) for t, d, n in worst
+        ]
+    for gen, times in pauses.items():
+        stats[f"gc{gen}_n"] = len(times)
+        stats[f"gc{gen}_max_ms"] = round(max(times, default=0) * 1000, 1)
     Path(log_path + ".stats").write_text(json.dumps(stats))
 
 
@@ -450,7 +520,15 @@ def bench_db(
                 print(f"warning: {label} {name}: requests wrapped around; some were duplicates")
             print(
                 f"  {label} {path}: {r['rps']:,.0f} req/s; {stats['log_lines']:,} log lines for"
-                f" {stats['sent']:,} requests; {stats['commits']:,} commits",
+                f" {stats['sent']:,} requests; {stats['commits']:,} commits; gc gen2"
+                f" {stats.get('gc2_n', 0)}x, longest {stats.get('gc2_max_ms', 0)} ms"
+                + (
+                    f"; slowest commits (s into run, ms, requests): {stats['slow_commits'][:5]};"
+                    f" loop stalls > 10 ms: {stats.get('loop_lags_over_10ms', 0)},"
+                    f" worst {stats.get('loop_lag_worst_ms', [])[-3:]}"
+                    if "slow_commits" in stats
+                    else ""
+                ),
                 file=sys.stderr,
                 flush=True,
             )

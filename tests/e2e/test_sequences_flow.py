@@ -424,3 +424,82 @@ def test_api_lists_sequences_enrollments_with_a_funnel_and_enrols_and_exits(flow
     )
     assert missing_key.status_code == 422
     assert c.get("/api/v1/sequences").status_code == 401
+
+
+# -- several events of one contact in one processing batch ------------------------------------
+# The processor writes step rows and step jobs once per batch (nurture.services.deferred); an
+# exit, a cancellation or a reschedule later in the same batch must still find and change them.
+
+
+def _jobs_by_status(flow: Flow) -> dict[str, int]:
+    with flow.db.read() as conn:
+        found = job_store.search(conn, status=None, kind="sequence_step", contact_id=None)
+    out: dict[str, int] = {}
+    for job in found:
+        out[job["status"]] = out.get(job["status"], 0) + 1
+    return out
+
+
+def test_booking_and_its_cancellation_in_one_batch_leave_nothing_scheduled(flow: Flow) -> None:
+    meeting = flow.clock.now() + timedelta(days=5)
+    flow.booking("BOOKING_CREATED", "bk_1", meeting)
+    flow.booking("BOOKING_CANCELLED", "bk_1", meeting)
+    flow.run(meeting + timedelta(hours=1))
+    assert flow.templates() == []
+    [enrollment] = flow.enrollments("pre-call")
+    assert enrollment["status"] == "cancelled"
+    assert {s["status"] for s in flow.steps(enrollment["id"]).values()} == {"cancelled"}
+    assert _jobs_by_status(flow) == {"cancelled": 3}
+
+
+def test_booking_and_its_reschedule_in_one_batch_remind_for_the_new_time(flow: Flow) -> None:
+    now = flow.clock.now()
+    first, final = now + timedelta(days=4), now + timedelta(days=8)
+    flow.booking("BOOKING_CREATED", "bk_1", first)
+    flow.booking("BOOKING_RESCHEDULED", "bk_2", final, rescheduleUid="bk_1")
+    flow.run(final + timedelta(hours=1))
+    sent = flow.sent()
+    assert [m["template"] for m in sent] == ["precall_72h", "precall_24h", "precall_2h"]
+    assert [final - m["sent_at"] for m in sent] == [timedelta(hours=h) for h in (72, 24, 2)]
+    [enrollment] = flow.enrollments("pre-call")
+    assert enrollment["key"] == "bk_2"
+
+
+def test_signup_and_booking_in_one_batch_exit_the_drip_before_any_email(flow: Flow) -> None:
+    flow.signup(red_systems=1)
+    flow.booking("BOOKING_CREATED", "bk_1", flow.clock.now() + timedelta(days=4))
+    flow.run(timedelta(days=12))
+    assert flow.templates() == ["precall_72h", "precall_24h", "precall_2h"]
+    christmas, _ = flow.enrollments()
+    assert christmas["status"] == "exited"
+    steps = flow.steps(christmas["id"])
+    assert [s["status"] for s in steps.values()] == ["cancelled"] * 7
+    assert _jobs_by_status(flow) == {"cancelled": 7, "done": 3}
+
+
+def test_a_failing_event_in_the_batch_keeps_the_others_steps_once(flow: Flow) -> None:
+    """The batch is redone with a savepoint per event: the enrolments around the failing event
+    get their steps and jobs exactly once, and the failed event's own rows are rolled back."""
+
+    class Explodes:
+        name = "explodes"
+
+        def apply(self, ctx: Any) -> None:
+            if ctx.event.type == "form.submitted" and ctx.contact.email == "bad@example.com":
+                raise RuntimeError("boom")
+
+    flow.h.processor.steps.append(Explodes())
+    for email in ("a@example.com", "bad@example.com", "b@example.com"):
+        flow.signup(email=email)
+    flow.h.processor.run_once()
+    with flow.db.read() as conn:
+        by_contact = {
+            contact_store.load(conn, e["contact_id"]).email: e  # type: ignore[union-attr]
+            for e in flow.enrollments()
+        }
+    assert sorted(by_contact) == ["a@example.com", "b@example.com"]
+    for enrollment in by_contact.values():
+        steps = flow.steps(enrollment["id"])
+        assert len(steps) == 7
+        assert {s["status"] for s in steps.values()} == {"scheduled"}
+    assert _jobs_by_status(flow) == {"scheduled": 14}

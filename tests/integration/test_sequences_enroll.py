@@ -19,6 +19,7 @@ from nurture.automation import load_pack
 from nurture.core.contacts import ContactState
 from nurture.sequences import load_book
 from nurture.services.sequences import SequenceService, step_key
+from nurture.services.sequences.sinks import Sink
 from nurture.storage import contacts as contact_store
 from nurture.storage import enrollments as store
 from nurture.storage import jobs as job_store
@@ -53,7 +54,7 @@ sequences:
 """
 
 
-class Notes:
+class Notes(Sink):
     """A sink that keeps what it is told."""
 
     def __init__(self) -> None:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import Connection
 
 from nurture.core.contacts import ContactState
 from nurture.core.events import StoredEvent
+
+if TYPE_CHECKING:
+    from nurture.services.deferred import DeferredWrites
 
 
 @dataclass(slots=True)
@@ -30,6 +33,14 @@ class ProcessingContext:
     timeline: list[dict[str, Any]] = field(default_factory=list)
     derived: list[DerivedEvent] = field(default_factory=list)
     results: dict[str, Any] = field(default_factory=dict)
+    # Rows the batch writes at its end (derived events, sequence steps and their jobs);
+    # ``None`` writes them at once. See ``nurture.services.deferred``.
+    later: DeferredWrites | None = None
+
+    def settle(self) -> None:
+        """Write the batch's deferred rows now: call before reading or changing such rows."""
+        if self.later is not None:
+            self.later.flush(self.conn, self.now)
 
     def note(self, kind: str, detail: dict[str, Any], rule_id: str | None = None) -> None:
         """Record a change on the contact's timeline, tied to this event."""

@@ -26,6 +26,7 @@ from nurture.core.events import StoredEvent, content_hash
 from nurture.core.retry import RetryPolicy
 from nurture.errors import NurtureError
 from nurture.services.context import ProcessingContext, Step
+from nurture.services.deferred import DeferredWrites
 from nurture.services.resolve import BatchContacts
 from nurture.storage import events as event_store
 from nurture.storage import timeline as timeline_store
@@ -132,21 +133,26 @@ class EventProcessor:
         done: list[tuple[int, int | None]] = []
         notes: list[dict[str, Any]] = []
         handled: list[ProcessingContext] = []
+        # Fast path: one set of deferred rows for the batch. Isolated: each event's rows are
+        # written inside its own savepoint, so a rolled-back event leaves none behind.
+        later = DeferredWrites()
         for event in batch:
             contact = contacts.attach(event)
             if not isolate:
                 try:
-                    ctx = self._handle(conn, event, contact, now)
+                    ctx = self._handle(conn, event, contact, now, later)
                 except Exception as exc:
                     raise _EventFailed(event.id) from exc
             else:
                 before = contact.snapshot() if contact is not None else None
                 savepoint = conn.begin_nested()
                 try:
-                    ctx = self._handle(conn, event, contact, now)
+                    ctx = self._handle(conn, event, contact, now, later)
+                    later.flush(conn, now)
                     savepoint.commit()
                 except Exception as exc:  # a step's bug must not take the batch down with it
                     savepoint.rollback()
+                    later.discard()
                     if contact is not None and before is not None:
                         _restore(contact, before)
                     self._fail(conn, event, exc, now, result)
@@ -156,6 +162,7 @@ class EventProcessor:
             handled.append(ctx)
             result.processed += 1
             result.event_ids.append(event.id)
+        later.flush(conn, now)
         contacts.flush(conn, now)
         timeline_store.append(conn, notes)
         for step in self.steps:
@@ -168,9 +175,14 @@ class EventProcessor:
         return result
 
     def _handle(
-        self, conn: Connection, event: StoredEvent, contact: ContactState | None, now: datetime
+        self,
+        conn: Connection,
+        event: StoredEvent,
+        contact: ContactState | None,
+        now: datetime,
+        later: DeferredWrites,
     ) -> ProcessingContext:
-        ctx = ProcessingContext(conn=conn, event=event, contact=contact, now=now)
+        ctx = ProcessingContext(conn=conn, event=event, contact=contact, now=now, later=later)
         if contact is not None:
             if contact.is_new:
                 ctx.note("contact.created", {"source": event.source})
@@ -181,10 +193,10 @@ class EventProcessor:
             ctx.note("event", {"type": event.type, "source": event.source, "data": event.data})
         for step in self.steps:
             step.apply(ctx)
-        self._queue_derived(conn, ctx)
+        self._queue_derived(ctx, later)
         return ctx
 
-    def _queue_derived(self, conn: Connection, ctx: ProcessingContext) -> None:
+    def _queue_derived(self, ctx: ProcessingContext, later: DeferredWrites) -> None:
         if not ctx.derived:
             return
         event = ctx.event
@@ -202,7 +214,7 @@ class EventProcessor:
                 if ctx.contact.email
                 else {"identities": dict(ctx.contact.identities)}
             )
-        rows = []
+        rows = later.events
         for index, derived in enumerate(ctx.derived):
             canonical = {
                 "type": derived.type,
@@ -229,7 +241,6 @@ class EventProcessor:
                     "parent_id": event.id,
                 }
             )
-        event_store.insert_new(conn, rows)
 
     def _fail(
         self,

@@ -12,11 +12,12 @@ from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.pool import StaticPool
 
 from nurture.errors import StorageUnavailable
+from nurture.storage.encode import json_text
 
 
 def _dumps(value: Any) -> str:
     # orjson is several times faster than json.dumps on the ingest hot path.
-    return orjson.dumps(value, default=str).decode()
+    return json_text(value)
 
 
 class Database:

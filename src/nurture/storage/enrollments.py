@@ -46,6 +46,7 @@ _PG_TYPES = {
     "event_id": "bigint",
     "rule_id": "varchar",
     "reschedules": "integer",
+    "enrollment_id": "bigint",
     "step_id": "varchar",
     "position": "integer",
     "due_at": "timestamptz",
@@ -108,6 +109,15 @@ _POSTGRESQL_LIVE = (
     "FROM e CROSS JOIN jsonb_to_recordset(%s::jsonb) AS v("
     + ", ".join(f"{c} {_PG_TYPES[c]}" for c in _STEP_VALUES)
     + ")) SELECT id FROM e"
+)
+
+
+_POSTGRESQL_STEPS = (
+    f"INSERT INTO enrollment_steps ({', '.join(_STEP_COLUMNS)}) "
+    f"SELECT {', '.join('v.' + c for c in _STEP_COLUMNS)} "
+    "FROM jsonb_to_recordset(%s::jsonb) AS v("
+    + ", ".join(f"{c} {_PG_TYPES[c]}" for c in _STEP_COLUMNS)
+    + ")"
 )
 
 
@@ -281,9 +291,16 @@ def end_reasons(conn: Connection, sequence_id: str) -> dict[str, dict[str, int]]
 
 def insert_steps(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     """New steps (``_STEP_COLUMNS``; ``ran_at``, ``sent_at`` and ``template`` start empty), in
-    one statement per 1,000 rows (7 bound variables a row: far below SQLite's 32,766)."""
+    one statement per 1,000 rows on SQLite (7 bound variables a row: far below its 32,766), and
+    in one statement on PostgreSQL (a JSON array, as the enrollment's own insert sends them)."""
+    if not rows:
+        return
     sqlite = conn.dialect.name == "sqlite"
     times = _Times(sqlite)
+    if not sqlite:
+        steps = [{c: times(r[c]) if c in _TIMES else r.get(c) for c in _STEP_COLUMNS} for r in rows]
+        conn.exec_driver_sql(_POSTGRESQL_STEPS, (orjson.dumps(steps).decode(),))
+        return
     for start in range(0, len(rows), 1000):
         chunk = rows[start : start + 1000]
         params: list[Any] = []

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, select
 
+from nurture.storage.encode import sqlite_time
 from nurture.storage.schema import score_ledger
 
 _COLUMNS = (
@@ -46,18 +46,12 @@ def append(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
         return
     if conn.dialect.name == "sqlite":
         params = [
-            tuple(_sqlite_time(r[c]) if c == "at" else r.get(c) for c in _COLUMNS) for r in rows
+            tuple(sqlite_time(r[c]) if c == "at" else r.get(c) for c in _COLUMNS) for r in rows
         ]
         conn.exec_driver_sql(_SQLITE_INSERT, params)
     else:
         columns = tuple([r.get(c) for r in rows] for c in _COLUMNS)
         conn.exec_driver_sql(_POSTGRESQL_INSERT, columns)
-
-
-def _sqlite_time(value: datetime) -> str:
-    if value.tzinfo is None:
-        raise ValueError(f"naive value for a UTC column: {value!r}")
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def applied(conn: Connection, event_id: int) -> set[tuple[str, int]]:

@@ -5,14 +5,58 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, select
 
+from nurture.storage.encode import json_text, sqlite_time
 from nurture.storage.schema import timeline
+
+_COLUMNS = ("contact_id", "event_id", "at", "kind", "rule_id", "detail")
+_SQLITE_INSERT = f"INSERT INTO timeline ({', '.join(_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?)"
+# One array per column through unnest(): one short statement per batch, prepared once.
+_POSTGRESQL_INSERT = (
+    f"INSERT INTO timeline ({', '.join(_COLUMNS)}) "
+    "SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::timestamptz[], %s::text[], "
+    "%s::text[], %s::jsonb[])"
+)
 
 
 def append(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    if rows:
-        conn.execute(insert(timeline), list(rows))
+    """Timeline rows (the processor: once per batch, several per event). Driver level: the
+    Core insert's per-value type processing cost more than the insert itself."""
+    if not rows:
+        return
+    if conn.dialect.name == "sqlite":
+        times: dict[Any, str | None] = {}  # a batch's rows share a handful of times
+        params = []
+        for r in rows:
+            at = r["at"]
+            text = times.get(at)
+            if text is None:
+                text = times[at] = sqlite_time(at)
+            params.append(
+                (
+                    r["contact_id"],
+                    r.get("event_id"),
+                    text,
+                    r["kind"],
+                    r.get("rule_id"),
+                    json_text(r["detail"]),
+                )
+            )
+        conn.exec_driver_sql(_SQLITE_INSERT, params)
+        return
+    for r in rows:
+        if r["at"].tzinfo is None:
+            raise ValueError(f"naive value for a UTC column: {r['at']!r}")
+    columns = (
+        [r["contact_id"] for r in rows],
+        [r.get("event_id") for r in rows],
+        [r["at"] for r in rows],
+        [r["kind"] for r in rows],
+        [r.get("rule_id") for r in rows],
+        [json_text(r["detail"]) for r in rows],
+    )
+    conn.exec_driver_sql(_POSTGRESQL_INSERT, columns)
 
 
 def for_contact(

@@ -33,7 +33,6 @@ from nurture.services.sequences.common import (
 )
 from nurture.services.sequences.sinks import Sink
 from nurture.storage import enrollments as store
-from nurture.storage import jobs as job_store
 
 
 class SequenceService:
@@ -93,10 +92,11 @@ class SequenceService:
         """Enrol ``contact`` under ``key`` and plan every step; a no-op that says why when a
         tombstone, a live enrollment or the re-entry policy forbids it.
 
-        The signup path (re-entry ``after_exit``, the default) is the enrollment with its steps
-        (one statement on PostgreSQL, two on SQLite; the insert also checks the tombstones, and
-        the partial unique index refuses a second live enrollment, even a concurrent
-        transaction's) and one statement for the steps' jobs. Only a refused insert reads why.
+        The signup path (re-entry ``after_exit``, the default) is one statement, the
+        enrollment (it also checks the tombstones, and the partial unique index refuses a second
+        live enrollment, even a concurrent transaction's); its step rows and step jobs go through
+        ``sink.plan``, which writes them with the rest of the processing batch (see
+        ``nurture.services.deferred``). Only a refused insert reads why.
         """
         base = {"sequence": seq.id, "key": key}
         reentry = seq.spec.reentry
@@ -132,8 +132,18 @@ class SequenceService:
                 "rule_id": rule_id,
                 "reschedules": 0,
             },
+        )
+        if enrollment_id is None:
+            # Refused: a tombstone, or a live enrollment (possibly a concurrent transaction's).
+            tomb = store.tombstone(conn, seq.id, key)
+            if tomb is not None:
+                return self._tombstoned(tomb, base, sink, rule_id)
+            return self._duplicate(store.live(conn, seq.id, key), base, sink, rule_id)
+        sink.plan(
+            conn,
             [
                 {
+                    "enrollment_id": enrollment_id,
                     "step_id": p.id,
                     "position": p.position,
                     "status": "scheduled" if p.scheduled else "skipped",
@@ -143,14 +153,9 @@ class SequenceService:
                 }
                 for p in planned
             ],
+            self.step_jobs(enrollment_id, contact.id, planned, now),
+            now,
         )
-        if enrollment_id is None:
-            # Refused: a tombstone, or a live enrollment (possibly a concurrent transaction's).
-            tomb = store.tombstone(conn, seq.id, key)
-            if tomb is not None:
-                return self._tombstoned(tomb, base, sink, rule_id)
-            return self._duplicate(store.live(conn, seq.id, key), base, sink, rule_id)
-        self._enqueue_steps(conn, enrollment_id, contact.id, planned, now)
         sink.note(
             "sequence.enrolled",
             {
@@ -166,19 +171,12 @@ class SequenceService:
         return Enrolment("enrolled", enrollment_id, planned)
 
     @staticmethod
-    def _enqueue_steps(
-        conn: Connection,
-        enrollment_id: int,
-        contact_id: int,
-        planned: list[PlannedStep],
-        now: datetime,
-    ) -> None:
-        """One job per scheduled step, in one statement (``jobs.enqueue_many`` without building
-        and validating a ``JobSpec`` per step: these keys and kinds are valid by construction)."""
-        scheduled = [p for p in planned if p.scheduled]
-        if not scheduled:
-            return
-        rows: list[dict[str, Any]] = [
+    def step_jobs(
+        enrollment_id: int, contact_id: int, planned: list[PlannedStep], now: datetime
+    ) -> list[dict[str, Any]]:
+        """One job per scheduled step, as rows for ``jobs.insert_many`` (no ``JobSpec`` built and
+        validated per step: these keys and kinds are valid by construction)."""
+        return [
             {
                 "kind": KIND,
                 "key": step_key(enrollment_id, p.id),
@@ -192,10 +190,9 @@ class SequenceService:
                 "created_at": now,
                 "updated_at": now,
             }
-            for p in scheduled
+            for p in planned
+            if p.scheduled
         ]
-        if job_store.insert_many(conn, rows):
-            job_store.note_enqueued(conn, min(p.due_at for p in scheduled))
 
     @staticmethod
     def _tombstoned(
@@ -231,6 +228,7 @@ class SequenceService:
         rule_id: str | None = None,
     ) -> bool:
         """Exit or cancel: the enrollment and all its pending steps and jobs, atomically."""
+        sink.settle()
         enrollment_id = int(enrollment["id"])
         if not store.end(conn, enrollment_id, status, reason, now):
             return False
@@ -259,6 +257,7 @@ class SequenceService:
     def complete_if_done(
         self, conn: Connection, enrollment: Mapping[str, Any], now: datetime, sink: Sink
     ) -> None:
+        sink.settle()
         if enrollment["status"] == "active" and store.scheduled_left(conn, enrollment["id"]) == 0:
             self.complete(conn, enrollment["id"], enrollment["sequence_id"], now, sink)
 
@@ -290,6 +289,7 @@ class SequenceService:
         sink: Sink,
         event_id: int | None = None,
     ) -> bool:
+        sink.settle()
         return reschedule.cancel(
             self, conn, seq, key, reason=reason, now=now, sink=sink, event_id=event_id
         )
@@ -307,6 +307,7 @@ class SequenceService:
         sink: Sink,
         event_id: int | None = None,
     ) -> str:
+        sink.settle()
         return reschedule.reschedule(
             self,
             conn,

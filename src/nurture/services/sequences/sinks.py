@@ -14,7 +14,9 @@ from sqlalchemy import Connection
 from nurture.core.contacts import ContactState
 from nurture.core.events import ContactRef, content_hash, partition_for
 from nurture.services.context import ProcessingContext
+from nurture.storage import enrollments as enrollment_store
 from nurture.storage import events as event_store
+from nurture.storage import jobs as job_store
 from nurture.storage import timeline as timeline_store
 
 
@@ -28,10 +30,42 @@ class Sink:
     def emit(self, type_: str, data: dict[str, Any]) -> None:
         raise NotImplementedError
 
+    def plan(
+        self,
+        conn: Connection,
+        steps: list[dict[str, Any]],
+        jobs: list[dict[str, Any]],
+        now: datetime,
+    ) -> None:
+        """A new enrollment's step rows and step jobs: written now, or with the batch."""
+        enrollment_store.insert_steps(conn, steps)
+        if jobs and job_store.insert_many(conn, jobs):
+            job_store.note_enqueued(conn, min(job["run_at"] for job in jobs), now)
+
+    def settle(self) -> None:
+        """Before step rows or step jobs are read or changed: everything planned is written."""
+
 
 class ContextSink(Sink):
     def __init__(self, ctx: ProcessingContext) -> None:
         self.ctx = ctx
+
+    def plan(
+        self,
+        conn: Connection,
+        steps: list[dict[str, Any]],
+        jobs: list[dict[str, Any]],
+        now: datetime,
+    ) -> None:
+        later = self.ctx.later
+        if later is None:
+            super().plan(conn, steps, jobs, now)
+            return
+        later.steps.extend(steps)
+        later.add_jobs(jobs)
+
+    def settle(self) -> None:
+        self.ctx.settle()
 
     def note(self, kind: str, detail: dict[str, Any], rule_id: str | None = None) -> None:
         self.ctx.note(kind, detail, rule_id)
