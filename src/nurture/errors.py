@@ -76,3 +76,12 @@ class ProviderError(NurtureError):
         super().__init__(message)
         self.permanent = permanent
         self.retry_after = retry_after
+
+
+class RateLimited(ProviderError):
+    """Our own limit for a provider has no token for ``retry_after`` seconds. The job is given
+    back for then and the wait is not an attempt: a campaign queued behind a 2/s limit must not
+    use up its retries waiting its turn."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message, retry_after=retry_after)

@@ -15,7 +15,7 @@ from nurture.bootstrap import Container, build_container
 from nurture.clock import SystemClock, VirtualClock
 from nurture.config import Settings
 from nurture.core.retry import RetryPolicy
-from nurture.errors import Conflict, InvalidFields, NotFound, ProviderError
+from nurture.errors import Conflict, InvalidFields, NotFound, ProviderError, RateLimited
 from nurture.jobs import (
     HandlerRegistry,
     JobContext,
@@ -307,6 +307,28 @@ def test_permanent_error_is_dead_at_once_and_retry_after_is_honoured(
     assert job(container, "perm")["attempts"] == 1
     assert job(container, "slow")["status"] == "failed"
     assert job(container, "slow")["run_at"] == clock.now() + timedelta(seconds=900)
+
+
+def test_a_rate_limit_wait_gives_the_job_back_without_using_an_attempt(
+    container: Container, registry: HandlerRegistry, rec: Recorder, clock: VirtualClock
+) -> None:
+    """A campaign queued behind a 2/s provider limit waits its turn for as long as it takes:
+    ten waits in a row, more than ``max_attempts``, and the job still runs, on attempt 1."""
+    rec.fail["queued"] = RateLimited("email:resend: local rate limit", retry_after=30)
+    put(container, "queued", max_attempts=3)
+    w = worker(container, registry)
+    for _ in range(10):
+        drain(w)
+        row = job(container, "queued")
+        assert (row["status"], row["attempts"]) == ("scheduled", 0)
+        assert row["run_at"] == clock.now() + timedelta(seconds=30)
+        assert "local rate limit" in row["last_error"]
+        clock.advance(timedelta(seconds=30))
+    del rec.fail["queued"]
+    drain(w)
+    row = job(container, "queued")
+    assert (row["status"], row["attempts"]) == ("done", 1)
+    assert [a for key, a in rec.calls if key == "queued"] == [1] * 11
 
 
 def test_per_job_max_attempts(

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from nurture.core.retry import RetryPolicy
-from nurture.errors import ConfigError, ProviderError
+from nurture.errors import ConfigError, ProviderError, RateLimited
 from nurture.jobs import HandlerRegistry, JobContext, due_at
 from nurture.jobs.worker import decide
 
@@ -111,3 +111,10 @@ def test_time_scale_shrinks_delays_only() -> None:
     assert due_at(NOW, timedelta(hours=2), 1) == NOW + timedelta(hours=2)
     with pytest.raises(ValueError, match="naive"):
         due_at(datetime(2026, 1, 1), timedelta(0), 1)
+
+
+def test_a_rate_limit_wait_is_handed_back_for_then_not_retried() -> None:
+    wait = RateLimited("email:brevo: local rate limit", retry_after=12.5)
+    status, run_at, error = decide(spec(), 4, 4, wait, NOW, random.Random(0))
+    assert (status, run_at) == ("scheduled", NOW + timedelta(seconds=12.5))
+    assert error is not None and "local rate limit" in error

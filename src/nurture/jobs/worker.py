@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from nurture.errors import ProviderError
+from nurture.errors import ProviderError, RateLimited
 from nurture.jobs.registry import HandlerRegistry, HandlerSpec, JobContext
 from nurture.jobs.wakeup import Wakeup
 from nurture.logs import redact
@@ -95,12 +95,16 @@ def decide(
 ) -> tuple[str, datetime | None, str | None]:
     """Pure: ``(status, retry run_at, error)`` after attempt number ``attempt`` raised ``exc``.
 
-    ``ProviderError(permanent=True)`` is dead at once; ``retry_after`` is a lower bound on the
-    wait; anything else backs off by the kind's ``RetryPolicy`` until ``max_attempts``.
+    ``RateLimited`` (our own limiter's wait) hands the job back for then, ``scheduled``, and the
+    attempt is refunded; ``ProviderError(permanent=True)`` is dead at once; ``retry_after`` is a
+    lower bound on the wait; anything else backs off by the kind's ``RetryPolicy`` until
+    ``max_attempts``.
     """
     if exc is None:
         return "done", None, None
     error = describe(exc)
+    if isinstance(exc, RateLimited):
+        return "scheduled", now + timedelta(seconds=exc.retry_after or 0.0), error
     if isinstance(exc, ProviderError) and exc.permanent:
         return "dead", None, error
     policy = spec.retry
@@ -235,6 +239,17 @@ class JobWorker:
         status, run_at, message = decide(
             attempt.spec, attempt.max_attempts, attempt.number, error, now, self.rng
         )
+        if status == "scheduled":
+            log.info(
+                "job waits for its rate limit",
+                extra={
+                    "action": "jobs.deferred",
+                    "job_id": attempt.id,
+                    "kind": attempt.ctx.kind,
+                    "run_at": run_at.isoformat() if run_at else None,
+                },
+            )
+            return Outcome(attempt.id, attempt.number, status, now, run_at, message, refund=True)
         if error is not None:
             log.log(
                 logging.ERROR if status == "dead" else logging.WARNING,

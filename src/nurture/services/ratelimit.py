@@ -11,7 +11,7 @@ import asyncio
 from dataclasses import dataclass
 
 from nurture.clock import Clock
-from nurture.errors import ProviderError
+from nurture.errors import RateLimited
 from nurture.storage import rate_limits
 from nurture.storage.engine import Database
 
@@ -35,7 +35,8 @@ class RateLimiter:
     name: str
     rate: float
     burst: int
-    # Waits longer than this give the worker back: the job retries after the wait instead.
+    # Waits longer than this give the worker back: the job runs again after the wait instead
+    # (``RateLimited``: not counted as an attempt).
     max_wait: float = 5.0
 
     async def acquire(self) -> None:
@@ -46,7 +47,7 @@ class RateLimiter:
             if wait <= 0:
                 return
             if wait > self.max_wait:
-                raise ProviderError(f"{self.name}: local rate limit", retry_after=wait)
+                raise RateLimited(f"{self.name}: local rate limit", retry_after=wait)
             await asyncio.sleep(wait)
 
     async def pause(self, seconds: float | None) -> None:

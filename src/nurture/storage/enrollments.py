@@ -96,6 +96,7 @@ def _live_sql(mark: str, cast: bool) -> str:
 
 
 _SQLITE_LIVE = _live_sql("?", cast=False)
+_POSTGRESQL_LIVE_ALONE = _live_sql("%s", cast=True)
 _STEP_VALUES = _STEP_COLUMNS[1:]  # what a step row brings; the enrollment gives its id
 # PostgreSQL: the steps ride along in a data-modifying CTE that inserts nothing when the
 # enrollment was refused, so an enrolment is one round trip. They travel as one JSON array:
@@ -145,6 +146,9 @@ def insert_live(
     times = _Times(sqlite)
     params = _encode({**values, "status": ACTIVE}, _LIVE_COLUMNS, times)
     params += [values["sequence_id"], values["key"]]
+    if not sqlite and not steps:
+        row = conn.exec_driver_sql(_POSTGRESQL_LIVE_ALONE, tuple(params)).first()
+        return int(row[0]) if row is not None else None
     if not sqlite:
         # The times are checked like UtcDateTime would (orjson writes them with their offset).
         rows = [
