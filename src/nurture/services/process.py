@@ -119,7 +119,7 @@ class EventProcessor:
             return event_store.claim_pending(conn, now, self.batch_size)
         candidates = event_store.pending_partitions(conn, now, self.partitions)
         self.rng.shuffle(candidates)
-        held = [p for p in candidates if event_store.try_lock_partition(conn, p)]
+        held = event_store.try_lock_partitions(conn, candidates)
         if not held:
             return []
         return event_store.claim_pending(conn, now, self.batch_size, held)

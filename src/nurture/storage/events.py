@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, and_, func, select, text, update
+from sqlalchemy import Connection, and_, func, select, update
 
 from nurture.core.events import ContactRef, StoredEvent
 from nurture.storage import notify
@@ -200,13 +200,21 @@ def pending_partitions(conn: Connection, now: datetime, limit: int) -> list[int]
     return [r.partition for r in rows]
 
 
-def try_lock_partition(conn: Connection, partition: int) -> bool:
-    """PostgreSQL: a transaction-level advisory lock, released at commit or when a worker dies."""
-    return bool(
-        conn.execute(
-            text("SELECT pg_try_advisory_xact_lock(7301, :p)"), {"p": partition}
-        ).scalar_one()
-    )
+def try_lock_partitions(conn: Connection, partitions: Sequence[int]) -> list[int]:
+    """PostgreSQL: the ``partitions`` this transaction got an advisory lock on, in the order
+    given. Transaction-level locks, released at commit or when a worker dies; one statement
+    for all of them (a round trip per partition was a tenth of a PostgreSQL batch's time). Try-
+    locks never wait, so the order they are taken in cannot deadlock two workers."""
+    if not partitions:
+        return []
+    rows = conn.exec_driver_sql(_TRY_LOCKS, (list(partitions),))
+    return [int(r[0]) for r in rows]
+
+
+_TRY_LOCKS = (
+    "SELECT p FROM unnest(%s::int[]) WITH ORDINALITY AS t(p, n) "
+    "WHERE pg_try_advisory_xact_lock(7301, p) ORDER BY n"
+)
 
 
 def claim_pending(

@@ -35,6 +35,7 @@ from sqlalchemy import (
 
 from nurture.storage import notify
 from nurture.storage.dialect import insert_ignore
+from nurture.storage.encode import json_text
 from nurture.storage.engine import Database
 from nurture.storage.schema import jobs
 from nurture.storage.types import UtcDateTime
@@ -151,15 +152,32 @@ def _insert_many_sqlite(conn: Connection, rows: Sequence[dict[str, Any]]) -> int
 
 
 def _insert_many_postgresql(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
-    # One array per column through unnest(): a short statement psycopg parses once and
-    # PostgreSQL prepares once. (A VALUES list of 1,100 placeholders is past psycopg's query
-    # cache, so it was re-parsed on every batch and cost more than the insert.)
+    # The rows as one JSON array through jsonb_to_recordset(): a short statement PostgreSQL
+    # prepares once, and orjson encodes the whole batch in C. (A VALUES list of 1,100
+    # placeholders is past psycopg's query cache, re-parsed on every batch; one array per column
+    # through unnest() had psycopg dump every element in Python, a quarter of a sequences batch.)
     when, stamp = _TimeEncoder(sqlite=False), _TimeEncoder(sqlite=False)
     inserted = 0
     for start in range(0, len(rows), _POSTGRESQL_CHUNK):
-        chunk = rows[start : start + _POSTGRESQL_CHUNK]
-        columns = list(zip(*(_row_values(row, when, stamp) for row in chunk), strict=True))
-        result = conn.exec_driver_sql(_POSTGRESQL_INSERT, tuple(list(c) for c in columns))
+        records = []
+        for row in rows[start : start + _POSTGRESQL_CHUNK]:
+            get = row.get
+            records.append(
+                {
+                    "kind": get("kind"),
+                    "key": get("key"),
+                    "status": get("status", "scheduled"),
+                    "run_at": when(get("run_at")),
+                    "attempts": get("attempts", 0),
+                    "max_attempts": get("max_attempts"),
+                    "payload": get("payload"),
+                    "contact_id": get("contact_id"),
+                    "enrollment_id": get("enrollment_id"),
+                    "created_at": stamp(get("created_at")),
+                    "updated_at": stamp(get("updated_at")),
+                }
+            )
+        result = conn.exec_driver_sql(_POSTGRESQL_INSERT, (json_text(records),))
         inserted += int(result.rowcount)
     return inserted
 
@@ -205,8 +223,10 @@ def _sqlite_insert_sql(count: int) -> str:
 
 _POSTGRESQL_INSERT = (
     f"INSERT INTO jobs ({', '.join(INSERT_COLUMNS)}) "
-    "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::int[], "
-    "%s::int[], %s::jsonb[], %s::bigint[], %s::bigint[], %s::timestamptz[], %s::timestamptz[]) "
+    f"SELECT {', '.join('r.' + c for c in INSERT_COLUMNS)} FROM jsonb_to_recordset(%s::jsonb) AS "
+    "r(kind text, key text, status text, run_at timestamptz, attempts int, max_attempts int, "
+    "payload jsonb, contact_id bigint, enrollment_id bigint, created_at timestamptz, "
+    "updated_at timestamptz) "
     "ON CONFLICT (key) DO NOTHING"
 )
 

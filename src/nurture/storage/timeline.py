@@ -12,11 +12,11 @@ from nurture.storage.schema import timeline
 
 _COLUMNS = ("contact_id", "event_id", "at", "kind", "rule_id", "detail")
 _SQLITE_INSERT = f"INSERT INTO timeline ({', '.join(_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?)"
-# One array per column through unnest(): one short statement per batch, prepared once.
+# The rows as one JSON array (orjson encodes it in C): one short statement, prepared once.
 _POSTGRESQL_INSERT = (
     f"INSERT INTO timeline ({', '.join(_COLUMNS)}) "
-    "SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::timestamptz[], %s::text[], "
-    "%s::text[], %s::jsonb[])"
+    f"SELECT {', '.join('r.' + c for c in _COLUMNS)} FROM jsonb_to_recordset(%s::jsonb) AS "
+    "r(contact_id bigint, event_id bigint, at timestamptz, kind text, rule_id text, detail jsonb)"
 )
 
 
@@ -48,15 +48,8 @@ def append(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     for r in rows:
         if r["at"].tzinfo is None:
             raise ValueError(f"naive value for a UTC column: {r['at']!r}")
-    columns = (
-        [r["contact_id"] for r in rows],
-        [r.get("event_id") for r in rows],
-        [r["at"] for r in rows],
-        [r["kind"] for r in rows],
-        [r.get("rule_id") for r in rows],
-        [json_text(r["detail"]) for r in rows],
-    )
-    conn.exec_driver_sql(_POSTGRESQL_INSERT, columns)
+    records = [{c: r.get(c) for c in _COLUMNS} for r in rows]
+    conn.exec_driver_sql(_POSTGRESQL_INSERT, (json_text(records),))
 
 
 def for_contact(
