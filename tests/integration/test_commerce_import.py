@@ -19,6 +19,7 @@ from nurture.errors import InvalidFields
 from nurture.services import commerce, imports
 from nurture.storage import contacts as contact_store
 from nurture.storage import orders as order_store
+from nurture.storage import rfm as rfm_store
 from nurture.storage.engine import Database
 from nurture.storage.schema import contacts, identities, order_lines, orders, products
 from tests.conftest import START
@@ -451,3 +452,46 @@ def test_contacts_without_orders_are_not_reported_as_cleared(db: Database, tmp_p
     with db.read() as conn:
         gone = contact_store.load_by_email(conn, "bob@shop.fr")
     assert gone is not None and gone.rfm is None
+
+
+def test_a_purchase_rebuilds_a_small_baseline_at_most_once_a_minute(db: Database) -> None:
+    """Rebuilding reads every order: always while the base is tiny, then at most once a minute
+    (a backfill of n purchases was O(n^2)); a large base is left to the nightly pass."""
+    stale = commerce.baseline_is_stale
+    tiny = {"contacts": commerce.TINY_BASE - 1, "computed_at": START}
+    small = {"contacts": commerce.TINY_BASE, "computed_at": START}
+    large = {"contacts": commerce.SMALL_BASE, "computed_at": START - timedelta(days=3)}
+    assert stale(tiny, START)
+    assert not stale(small, START + timedelta(seconds=59))
+    assert stale(small, START + commerce.BASELINE_MAX_AGE)
+    assert not stale(large, START)
+
+    # Through the real path: 250 buyers, a stored baseline of all of them; one more purchase
+    # within the minute scores against it and leaves it alone, one after the minute rebuilds it.
+    with db.begin() as conn:
+        ids = [contact_store.create(conn, f"b{i}@shop.fr", START).id for i in range(251)]
+        for i, cid in enumerate(ids[:250]):
+            order_store.record(
+                conn,
+                {
+                    "order_key": f"O{i}",
+                    "contact_id": cid,
+                    "ordered_at": START - timedelta(days=i % 90),
+                    "net_amount": float(10 + i),
+                    "currency": "EUR",
+                    "source": "test",
+                    "created_at": START,
+                },
+                [],
+            )
+        first = commerce.contact_rfm(conn, ids[0], START, CONFIG)
+        assert first is not None
+    with db.read() as conn:
+        saved = rfm_store.load_baseline(conn)
+    assert saved is not None and saved["contacts"] == 250 and saved["computed_at"] == START
+    with db.begin() as conn:
+        commerce.contact_rfm(conn, ids[1], START + timedelta(seconds=30), CONFIG)
+        assert rfm_store.load_baseline(conn)["computed_at"] == START  # type: ignore[index]
+        later = START + timedelta(seconds=61)
+        commerce.contact_rfm(conn, ids[1], later, CONFIG)
+        assert rfm_store.load_baseline(conn)["computed_at"] == later  # type: ignore[index]

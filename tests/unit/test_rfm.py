@@ -7,6 +7,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from nurture.analytics import rfm
@@ -203,3 +205,30 @@ def test_bands_and_recommendation_settings_come_from_the_automation_folder(
 
     (tmp_path / "scoring.yaml").unlink()
     assert load_config(load_pack(tmp_path)).bands is None  # absent: quartiles
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(st.none(), st.integers(1, 6)),
+            st.one_of(
+                st.none(),
+                st.integers(-400 * 86_400_000_000, 3 * 86_400_000_000).map(
+                    lambda us: NOW - timedelta(microseconds=us)
+                ),
+            ),
+            st.one_of(st.none(), st.integers(-(10**7), 10**9).map(lambda cents: cents / 100)),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_one_contacts_summary_in_python_equals_the_vectorised_one(
+    rows: list[tuple[int | None, datetime | None, float | None]],
+) -> None:
+    """A purchase refreshes its contact with ``summarize_one``; the nightly pass and the import
+    use ``summarize``: the same orders must give the same figures either way."""
+    frame = rfm.orders_frame([(7, order_id, at, amount) for order_id, at, amount in rows])
+    assert rfm.summarize_one(7, rows, NOW) == rfm.summarize(frame, NOW).row(0, named=True)
+    assert rfm.summarize_one(7, [], NOW) is None

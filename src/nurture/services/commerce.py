@@ -18,6 +18,7 @@ import math
 import re
 import time
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -41,9 +42,14 @@ from nurture.storage.engine import Database
 
 log = logging.getLogger("nurture.commerce")
 
-# Below this many buyers the baseline is rebuilt on each purchase (cheap, and a young shop's
-# distribution moves fast); above it the nightly full pass keeps it fresh.
+# Below SMALL_BASE buyers a purchase rebuilds the baseline (a young shop's distribution moves
+# fast); above it the nightly full pass keeps it fresh. A rebuild reads every order, so it is
+# done on every purchase only while the base is tiny (each buyer shifts the quartiles), and then
+# at most once per BASELINE_MAX_AGE: rebuilt on every purchase, a backfill of n purchases cost
+# O(n^2) (14 ms of CPU a purchase at 2,400 buyers, bench/ingest.py --sources stripe).
 SMALL_BASE = 10_000
+TINY_BASE = 200
+BASELINE_MAX_AGE = timedelta(minutes=1)
 
 
 class _ScoringSection(BaseModel):
@@ -188,16 +194,28 @@ def parse_purchase(
 # -- RFM --------------------------------------------------------------------------------------
 
 
+def baseline_is_stale(baseline: dict[str, Any] | None, now: datetime) -> bool:
+    """Whether a purchase should rebuild the baseline first (see ``SMALL_BASE``)."""
+    if baseline is None:
+        return True
+    contacts = int(baseline.get("contacts", 0))
+    if contacts >= SMALL_BASE:
+        return False
+    if contacts < TINY_BASE:
+        return True
+    computed_at = baseline.get("computed_at")
+    return not isinstance(computed_at, datetime) or now - computed_at >= BASELINE_MAX_AGE
+
+
 def contact_rfm(
     conn: Connection, contact_id: int, now: datetime, config: CommerceConfig
 ) -> dict[str, Any] | None:
     """The RFM document of one contact, scored against the stored baseline."""
-    frame = order_store.order_frame(conn, contact_id)
-    if frame.height == 0:
+    summary = rfm.summarize_one(contact_id, order_store.contact_orders(conn, contact_id), now)
+    if summary is None:
         return None
-    summary = rfm.summarize(frame, now).row(0, named=True)
     baseline = rfm_store.load_baseline(conn)
-    if baseline is None or baseline.get("contacts", 0) < SMALL_BASE:
+    if baseline is None or baseline_is_stale(baseline, now):
         baseline = rfm.baseline(rfm.summarize(order_store.order_frame(conn), now))
         rfm_store.save_baseline(conn, baseline, now)
     scores = rfm.score_one(summary, baseline, config.bands)
@@ -249,6 +267,9 @@ def recompute_all(db: Database, now: datetime, config: CommerceConfig) -> Recomp
 # -- the processing step ----------------------------------------------------------------------
 
 
+_NIGHTLY_DUE = "commerce.nightly_due"
+
+
 class PurchaseStep:
     """``purchase.completed`` -> an order (once per order id) and the contact's RFM figures.
 
@@ -281,7 +302,7 @@ class PurchaseStep:
             return
         product_store.remember(ctx.conn, parsed.names, ctx.now)
         self.refresh(ctx.conn, contact, ctx.now)
-        schedule_nightly(ctx.conn, ctx.now)
+        ctx.results[_NIGHTLY_DUE] = True
         ctx.note(
             "purchase.recorded",
             {
@@ -292,6 +313,13 @@ class PurchaseStep:
                 "rfm": contact.rfm,
             },
         )
+
+    def finish_batch(
+        self, conn: Connection, contexts: Sequence[ProcessingContext], now: datetime
+    ) -> None:
+        """One look for the nightly pass's job per batch that recorded an order, not per order."""
+        if any(ctx.results.get(_NIGHTLY_DUE) for ctx in contexts):
+            schedule_nightly(conn, now)
 
     def refresh(self, conn: Connection, contact: ContactState, now: datetime) -> None:
         contact.rfm = contact_rfm(conn, contact.id, now, self.config)

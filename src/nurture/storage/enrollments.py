@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, and_, case, func, select, update
+from sqlalchemy import Connection, and_, bindparam, case, func, select, update
 
 from nurture.storage.dialect import insert_ignore
 from nurture.storage.schema import enrollment_steps, enrollment_tombstones, enrollments
@@ -202,12 +202,23 @@ def latest(conn: Connection, sequence_id: str, key: str) -> dict[str, Any] | Non
 def live_for_contact(
     conn: Connection, contact_id: int, sequence_ids: Sequence[str] | None = None
 ) -> list[dict[str, Any]]:
-    stmt = select(enrollments).where(
-        enrollments.c.contact_id == contact_id, enrollments.c.status == ACTIVE
-    )
-    if sequence_ids is not None:
-        stmt = stmt.where(enrollments.c.sequence_id.in_(list(sequence_ids)))
-    return [dict(r) for r in conn.execute(stmt.order_by(enrollments.c.id)).mappings()]
+    # Built once: an exit_on event (every purchase, unsubscribe, booking) asks this, and building
+    # the statement cost more than running it.
+    if sequence_ids is None:
+        rows = conn.execute(_LIVE_FOR_CONTACT, {"cid": contact_id})
+    else:
+        rows = conn.execute(_LIVE_FOR_CONTACT_IN, {"cid": contact_id, "seqs": list(sequence_ids)})
+    return [dict(r) for r in rows.mappings()]
+
+
+_LIVE_FOR_CONTACT = (
+    select(enrollments)
+    .where(enrollments.c.contact_id == bindparam("cid"), enrollments.c.status == ACTIVE)
+    .order_by(enrollments.c.id)
+)
+_LIVE_FOR_CONTACT_IN = _LIVE_FOR_CONTACT.where(
+    enrollments.c.sequence_id.in_(bindparam("seqs", expanding=True))
+)
 
 
 def end(conn: Connection, enrollment_id: int, status: str, reason: str, now: datetime) -> bool:

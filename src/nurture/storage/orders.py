@@ -4,6 +4,7 @@ reads the RFM and recommendation passes run on (as polars frames, built in one f
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -39,10 +40,18 @@ def _chunks(values: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]
 
 def _insert_ignore_many(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
     """``INSERT ... ON CONFLICT DO NOTHING`` as one driver-level executemany: imports write a
-    million lines, and per-row statement building costs more than SQLite's insert itself. Values
-    still go through each column type's bind processor (UTC datetimes, JSON)."""
+    million lines, and per-row statement building costs more than SQLite's insert itself."""
     if not rows:
         return
+    sql, params = _insert_ignore_sql(conn, table, rows)
+    conn.exec_driver_sql(sql, params)
+
+
+def _insert_ignore_sql(
+    conn: Connection, table: Table, rows: Sequence[dict[str, Any]]
+) -> tuple[str, list[tuple[Any, ...]]]:
+    """That statement and its parameter rows; values still go through each column type's bind
+    processor (UTC datetimes, JSON)."""
     names = list(rows[0])
     procs = [table.c[n].type.bind_processor(conn.dialect) for n in names]
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
@@ -57,7 +66,7 @@ def _insert_ignore_many(conn: Connection, table: Table, rows: Sequence[dict[str,
         )
         for row in rows
     ]
-    conn.exec_driver_sql(sql, params)
+    return sql, params
 
 
 # What ``UtcDateTime`` writes on SQLite (fixed width, so text order is time order).
@@ -197,13 +206,13 @@ def refresh_totals(conn: Connection, order_ids: Sequence[int]) -> None:
 
 
 def record(conn: Connection, order: dict[str, Any], lines: Sequence[dict[str, Any]]) -> bool:
-    """Write one order with its lines; ``False`` when the order key was already stored."""
-    existing = ids_by_keys(conn, [order["order_key"]])
-    if existing:
+    """Write one order with its lines; ``False`` when the order key was already stored (one
+    statement decides, so two deliveries of one order cannot both record it)."""
+    sql, params = _insert_ignore_sql(conn, orders, [order])
+    row = conn.exec_driver_sql(sql + " RETURNING id", params[0]).first()
+    if row is None:
         return False
-    insert_orders(conn, [order])
-    order_id, _ = ids_by_keys(conn, [order["order_key"]])[order["order_key"]]
-    insert_lines(conn, [{**line, "order_id": order_id} for line in lines])
+    insert_lines(conn, [{**line, "order_id": int(row[0])} for line in lines])
     return True
 
 
@@ -261,6 +270,30 @@ def order_frame(conn: Connection, contact_id: int | None = None) -> pl.DataFrame
     return _frame(
         conn, _fetch(conn, f"{sql} WHERE contact_id = {mark}", (contact_id,)), ORDER_FRAME
     )
+
+
+def contact_orders(
+    conn: Connection, contact_id: int
+) -> list[tuple[int, datetime | None, float | None]]:
+    """``(order_id, ordered_at, net_amount)`` of one contact's orders, as ``order_frame`` reads
+    them (PostgreSQL times to the second), without building a frame: a purchase refreshes one
+    contact, and polars' fixed cost per frame was most of that refresh."""
+    sql = (
+        f"SELECT id, {_time(conn, 'ordered_at')}, {_real(conn, 'net_amount')} FROM orders "
+        f"WHERE contact_id = {'%s' if conn.dialect.name == 'postgresql' else '?'}"
+    )
+    sqlite = conn.dialect.name != "postgresql"
+    out: list[tuple[int, datetime | None, float | None]] = []
+    for order_id, at, amount in _fetch(conn, sql, (contact_id,)):
+        when: datetime | None = None
+        if at is not None:
+            when = (
+                datetime.fromisoformat(at).replace(tzinfo=UTC)
+                if sqlite
+                else datetime.fromtimestamp(int(at), UTC)
+            )
+        out.append((int(order_id), when, None if amount is None else float(amount)))
+    return out
 
 
 def line_frame(conn: Connection, contact_ids: Sequence[int] | None = None) -> pl.DataFrame:
