@@ -202,22 +202,20 @@ def latest(conn: Connection, sequence_id: str, key: str) -> dict[str, Any] | Non
 def live_for_contact(
     conn: Connection, contact_id: int, sequence_ids: Sequence[str] | None = None
 ) -> list[dict[str, Any]]:
-    # Built once: an exit_on event (every purchase, unsubscribe, booking) asks this, and building
-    # the statement cost more than running it.
+    # One statement built once, filtered here: an exit_on event (every purchase, unsubscribe,
+    # booking) asks this, and building the statement, or re-rendering an expanding IN list,
+    # cost more than running it. A contact has a handful of live enrollments at most.
+    rows = [dict(r) for r in conn.execute(_LIVE_FOR_CONTACT, {"cid": contact_id}).mappings()]
     if sequence_ids is None:
-        rows = conn.execute(_LIVE_FOR_CONTACT, {"cid": contact_id})
-    else:
-        rows = conn.execute(_LIVE_FOR_CONTACT_IN, {"cid": contact_id, "seqs": list(sequence_ids)})
-    return [dict(r) for r in rows.mappings()]
+        return rows
+    wanted = set(sequence_ids)
+    return [r for r in rows if r["sequence_id"] in wanted]
 
 
 _LIVE_FOR_CONTACT = (
     select(enrollments)
     .where(enrollments.c.contact_id == bindparam("cid"), enrollments.c.status == ACTIVE)
     .order_by(enrollments.c.id)
-)
-_LIVE_FOR_CONTACT_IN = _LIVE_FOR_CONTACT.where(
-    enrollments.c.sequence_id.in_(bindparam("seqs", expanding=True))
 )
 
 
