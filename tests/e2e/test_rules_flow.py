@@ -147,6 +147,42 @@ def test_dry_run_changes_nothing_and_says_why(h: Harness) -> None:
     assert bad.json()["errors"][0]["field"] == "event.type"
 
 
+@pytest.mark.parametrize("discord", [None, "https://discord.example/api/webhooks/1/x"])
+def test_dry_run_leaves_out_webhooks_to_switched_off_endpoints(
+    make_settings: Callable[..., Settings], clock: VirtualClock, discord: str | None
+) -> None:
+    """The hot-lead alert posts to Discord and Slack; an endpoint whose URL variable is unset
+    is switched off, and the dry run shows what the worker would really do."""
+    settings = make_settings(discord_webhook_url=discord) if discord else make_settings()
+    with harness(settings, clock) as hh:
+        with hh.container.db.begin() as conn:
+            api_keys.create(conn, "dry", KEY, clock.now())
+        r = hh.client.post(
+            "/api/v1/rules/dry-run",
+            headers=AUTH,
+            json={
+                "event": {
+                    "type": "segment.changed",
+                    "data": {"segmentation": "assessment", "from": "URGENT", "to": "CRITICAL"},
+                }
+            },
+        )
+    assert r.status_code == 200, r.text
+    result = r.json()
+    hooks = [d["webhook"] for d in result["decisions"] if d["action"] == "webhook"]
+    if discord:
+        assert hooks == ["hot-lead-discord"]
+        assert result["switched_off_endpoints"] == {"hot-lead-slack": "NURTURE_SLACK_WEBHOOK_URL"}
+    else:
+        assert hooks == []
+        assert result["switched_off_endpoints"] == {
+            "hot-lead-discord": "NURTURE_DISCORD_WEBHOOK_URL",
+            "hot-lead-slack": "NURTURE_SLACK_WEBHOOK_URL",
+        }
+        statuses = {x["rule_id"]: x["status"] for x in result["rules"]}
+        assert statuses["hot-lead-alert"] == "disabled"
+
+
 def test_rules_and_tasks_listing_need_a_key(h: Harness) -> None:
     assert h.client.get("/api/v1/rules").status_code == 401
     assert h.client.get("/api/v1/tasks").status_code == 401

@@ -16,8 +16,9 @@ from nurture.cli.common import console, container, fail, settings
 from nurture.core.events import normalise_email
 from nurture.errors import NurtureError
 from nurture.rules.book import Automation, export_rules, from_specs, load
-from nurture.rules.dryrun import contact_from_json, dry_run, event_from_json
+from nurture.rules.dryrun import contact_from_json, event_from_json
 from nurture.rules.importer import import_rules
+from nurture.services.outbound import dry_run_as_run
 from nurture.services.rule_schedule import schedule_loop
 from nurture.services.rules import explain
 from nurture.storage import contacts as contact_store
@@ -104,11 +105,12 @@ def test_cmd(
 ) -> None:
     """Dry run: which rules fire for EVENT and why, and what they would do. Changes nothing."""
     automation = _automation(directory)
-    now = container().clock.now()
+    c = container()
+    now = c.clock.now()
     try:
         event = event_from_json(_read_json(event_file), now)
         contact = contact_from_json(_read_json(contact_file) if contact_file else None)
-        result = dry_run(automation, event, contact, now)
+        result = dry_run_as_run(c.settings, automation, event, contact, now, directory=directory)
     except NurtureError as exc:
         fail(str(exc))
     _print_json(result)

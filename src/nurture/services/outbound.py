@@ -34,18 +34,21 @@ import re
 import time
 from collections.abc import Mapping
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from nurture.automation import Pack
+from nurture.automation import Pack, load_pack
 from nurture.clock import Clock
 from nurture.config import Settings
 from nurture.core.channels import WebhookChannel
+from nurture.core.contacts import ContactState
 from nurture.core.retry import RetryPolicy
 from nurture.errors import ConfigError, ProviderError
 from nurture.providers.standard.outbound import guard_target, webhook_id
 from nurture.rules.book import Automation, load_automation
+from nurture.rules.dryrun import dry_run
 from nurture.services.deliver import JobLike, load_event
 from nurture.services.endpoint_kinds import DEFAULT_PAYLOADS, DEFAULT_RATES, build_outgoing
 from nurture.services.ratelimit import RateLimiter
@@ -162,6 +165,37 @@ def without_switched_off(
             rules.append(dataclasses.replace(rule, spec=spec))
     # ``replace`` keeps every other part of the automation and re-indexes the rules.
     return dataclasses.replace(automation, rules=rules), changed
+
+
+def as_the_worker_runs_it(
+    automation: Automation, pack: Pack, settings: Settings
+) -> tuple[Automation, dict[str, str]]:
+    """The automation the worker runs (``silence_switched_off``'s pruning) and the switched-off
+    endpoints that lost actions, ``{name: variable}``: a dry run must show what would happen,
+    not a webhook that is never sent."""
+    endpoints = load_endpoints(pack, settings)
+    pruned, changed = without_switched_off(automation, endpoints)
+    return pruned, (switched_off(endpoints) if changed else {})
+
+
+def dry_run_as_run(
+    settings: Settings,
+    automation: Automation,
+    event: Mapping[str, Any],
+    contact: ContactState,
+    now: datetime,
+    history: Mapping[str, datetime] | None = None,
+    *,
+    directory: Path | None = None,
+) -> dict[str, Any]:
+    """``rules.dryrun.dry_run`` on the automation as the worker runs it; the result names the
+    switched-off endpoints whose actions were left out (``switched_off_endpoints``)."""
+    pack = load_pack(directory or settings.automation_dir)
+    pruned, off = as_the_worker_runs_it(automation, pack, settings)
+    result = dry_run(pruned, event, contact, now, history)
+    if off:
+        result["switched_off_endpoints"] = off
+    return result
 
 
 class _HasAutomation(Protocol):

@@ -11,7 +11,8 @@ from pydantic import BaseModel, Field
 from nurture.core.contacts import ContactState
 from nurture.errors import NotFound
 from nurture.rules.book import Automation, export_rules, load
-from nurture.rules.dryrun import contact_from_json, dry_run, event_from_json
+from nurture.rules.dryrun import contact_from_json, event_from_json
+from nurture.services.outbound import dry_run_as_run
 from nurture.services.rules import explain
 from nurture.storage import contacts as contact_store
 from nurture.storage import rule_fires
@@ -97,7 +98,7 @@ def rules_dry_run(request: Request, body: DryRunIn) -> dict[str, Any]:
             )
     else:
         contact = contact_from_json(None)
-    return dry_run(automation(request), event, contact, now, history)
+    return dry_run_as_run(container.settings, automation(request), event, contact, now, history)
 
 
 @router.get("/contacts/{ref}/score", tags=["contacts"])
