@@ -293,9 +293,10 @@ def test_more_steps_than_one_statement_holds_are_all_written(
         for i in range(2500)
     ]
     with db.begin() as conn:
-        eid = store.insert_live(conn, values, steps)
+        eid = store.insert_live(conn, values)
         assert eid is not None
-        assert store.insert_live(conn, values, steps) is None  # live already: nothing written
+        store.insert_steps(conn, [{**step, "enrollment_id": eid} for step in steps])
+        assert store.insert_live(conn, values) is None  # live already: nothing written
     with db.read() as conn:
         rows = store.steps(conn, [eid])[eid]
     assert [r["step_id"] for r in rows] == [f"s{i}" for i in range(2500)]

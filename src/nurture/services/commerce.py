@@ -194,10 +194,8 @@ def parse_purchase(
 # -- RFM --------------------------------------------------------------------------------------
 
 
-def baseline_is_stale(baseline: dict[str, Any] | None, now: datetime) -> bool:
-    """Whether a purchase should rebuild the baseline first (see ``SMALL_BASE``)."""
-    if baseline is None:
-        return True
+def baseline_is_stale(baseline: dict[str, Any], now: datetime) -> bool:
+    """Whether a purchase should rebuild the stored baseline first (see ``SMALL_BASE``)."""
     contacts = int(baseline.get("contacts", 0))
     if contacts >= SMALL_BASE:
         return False

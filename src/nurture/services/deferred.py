@@ -32,11 +32,13 @@ class DeferredWrites:
         self.jobs: list[dict[str, Any]] = []
         self._earliest: datetime | None = None
 
-    def add_jobs(self, rows: list[dict[str, Any]]) -> None:
-        if not rows:
+    def plan(self, steps: list[dict[str, Any]], jobs: list[dict[str, Any]]) -> None:
+        """A new enrollment's step rows and its steps' jobs."""
+        self.steps.extend(steps)
+        if not jobs:
             return
-        self.jobs.extend(rows)
-        first = min(row["run_at"] for row in rows)
+        self.jobs.extend(jobs)
+        first = min(job["run_at"] for job in jobs)
         if self._earliest is None or first < self._earliest:
             self._earliest = first
 

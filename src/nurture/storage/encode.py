@@ -24,6 +24,11 @@ def sqlite_time(value: datetime | None) -> str | None:
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
+def read_sqlite_time(value: str) -> datetime:
+    """``sqlite_time``'s text back to an aware UTC time, as ``UtcDateTime`` reads it."""
+    return datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
 def json_text(value: Any) -> str:
     """What the engines' ``json_serializer`` writes."""
     return orjson.dumps(value, default=str).decode()

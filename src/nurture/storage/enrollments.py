@@ -96,23 +96,10 @@ def _live_sql(mark: str, cast: bool) -> str:
 
 
 _SQLITE_LIVE = _live_sql("?", cast=False)
-_POSTGRESQL_LIVE_ALONE = _live_sql("%s", cast=True)
-_STEP_VALUES = _STEP_COLUMNS[1:]  # what a step row brings; the enrollment gives its id
-# PostgreSQL: the steps ride along in a data-modifying CTE that inserts nothing when the
-# enrollment was refused, so an enrolment is one round trip. They travel as one JSON array:
-# one statement text whatever the number of steps (prepared once, and short enough for
-# psycopg's query cache, which skips statements over 50 parameters), and orjson encodes
-# them far faster than psycopg encodes the same values as parameters or arrays.
-_POSTGRESQL_LIVE = (
-    f"WITH e AS ({_live_sql('%s', cast=True)}), s AS ("
-    f"INSERT INTO enrollment_steps ({', '.join(_STEP_COLUMNS)}) "
-    f"SELECT e.id, {', '.join('v.' + c for c in _STEP_VALUES)} "
-    "FROM e CROSS JOIN jsonb_to_recordset(%s::jsonb) AS v("
-    + ", ".join(f"{c} {_PG_TYPES[c]}" for c in _STEP_VALUES)
-    + ")) SELECT id FROM e"
-)
-
-
+_POSTGRESQL_LIVE = _live_sql("%s", cast=True)
+# PostgreSQL: steps travel as one JSON array, one statement text whatever their number (prepared
+# once, and short enough for psycopg's query cache, which skips statements over 50 parameters);
+# orjson encodes them far faster than psycopg encodes the same values as parameters or arrays.
 _POSTGRESQL_STEPS = (
     f"INSERT INTO enrollment_steps ({', '.join(_STEP_COLUMNS)}) "
     f"SELECT {', '.join('v.' + c for c in _STEP_COLUMNS)} "
@@ -133,36 +120,18 @@ def _insert_steps_sql(sqlite: bool, count: int) -> str:
 # -- enrollments -----------------------------------------------------------------------------
 
 
-def insert_live(
-    conn: Connection, values: dict[str, Any], steps: Sequence[dict[str, Any]] = ()
-) -> int | None:
-    """Insert an active enrollment and its ``steps`` (rows of ``insert_steps`` without the
-    ``enrollment_id``); ``None``, and nothing written, when one is already live for
-    (sequence, key) or a tombstone stands for that key (``tombstone`` tells which).
+def insert_live(conn: Connection, values: dict[str, Any]) -> int | None:
+    """Insert an active enrollment; ``None``, and nothing written, when one is already live for
+    (sequence, key) or a tombstone stands for that key (``tombstone`` tells which). Its steps
+    follow through ``insert_steps`` (the event processor writes a whole batch's at once).
 
     The partial unique index decides, so two concurrent signups cannot both enroll.
     """
     sqlite = conn.dialect.name == "sqlite"
-    times = _Times(sqlite)
-    params = _encode({**values, "status": ACTIVE}, _LIVE_COLUMNS, times)
+    params = _encode({**values, "status": ACTIVE}, _LIVE_COLUMNS, _Times(sqlite))
     params += [values["sequence_id"], values["key"]]
-    if not sqlite and not steps:
-        row = conn.exec_driver_sql(_POSTGRESQL_LIVE_ALONE, tuple(params)).first()
-        return int(row[0]) if row is not None else None
-    if not sqlite:
-        # The times are checked like UtcDateTime would (orjson writes them with their offset).
-        rows = [
-            {c: times(st[c]) if c in _TIMES else st.get(c) for c in _STEP_VALUES} for st in steps
-        ]
-        params.append(orjson.dumps(rows).decode())
-        row = conn.exec_driver_sql(_POSTGRESQL_LIVE, tuple(params)).first()
-        return int(row[0]) if row is not None else None
-    row = conn.exec_driver_sql(_SQLITE_LIVE, tuple(params)).first()
-    if row is None:
-        return None
-    enrollment_id = int(row[0])
-    insert_steps(conn, [{**step, "enrollment_id": enrollment_id} for step in steps])
-    return enrollment_id
+    row = conn.exec_driver_sql(_SQLITE_LIVE if sqlite else _POSTGRESQL_LIVE, tuple(params)).first()
+    return int(row[0]) if row is not None else None
 
 
 def get(conn: Connection, enrollment_id: int, *, lock: bool = False) -> dict[str, Any] | None:

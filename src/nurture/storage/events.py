@@ -12,7 +12,7 @@ from sqlalchemy import Connection, func, select, update
 
 from nurture.core.events import ContactRef, StoredEvent
 from nurture.storage import notify
-from nurture.storage.encode import sqlite_time
+from nurture.storage.encode import read_sqlite_time, sqlite_time
 from nurture.storage.schema import events
 
 SUMMARY_COLUMNS = (
@@ -244,7 +244,7 @@ def claim_pending(
         f"SELECT id, source, type, partition, {canonical}, occurred_at, received_at, attempts, "
         f"depth, parent_id FROM events WHERE {where} ORDER BY id LIMIT {mark}"
     )
-    read_time = _read_sqlite_time if sqlite else _read_pg_time
+    read_time = read_sqlite_time if sqlite else _read_pg_time
     out = []
     for r in conn.exec_driver_sql(sql, tuple(params)):
         body = orjson.loads(r[4])
@@ -264,11 +264,6 @@ def claim_pending(
             )
         )
     return out
-
-
-def _read_sqlite_time(value: str) -> datetime:
-    # The text UtcDateTime writes on SQLite ("YYYY-MM-DD HH:MM:SS.ffffff", UTC).
-    return datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
 def _read_pg_time(value: datetime) -> datetime:

@@ -11,6 +11,7 @@ import orjson
 import polars as pl
 from sqlalchemy import Connection, Table, func, select, update
 
+from nurture.storage.encode import read_sqlite_time
 from nurture.storage.schema import order_lines, orders
 
 ORDER_FRAME = pl.Schema(
@@ -287,11 +288,7 @@ def contact_orders(
     for order_id, at, amount in _fetch(conn, sql, (contact_id,)):
         when: datetime | None = None
         if at is not None:
-            when = (
-                datetime.fromisoformat(at).replace(tzinfo=UTC)
-                if sqlite
-                else datetime.fromtimestamp(int(at), UTC)
-            )
+            when = read_sqlite_time(at) if sqlite else datetime.fromtimestamp(int(at), UTC)
         out.append((int(order_id), when, None if amount is None else float(amount)))
     return out
 

@@ -6,6 +6,7 @@ elsewhere (the API, the step runner) ``DirectSink`` writes them on the caller's 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from datetime import datetime
 from typing import Any
 
@@ -14,21 +15,20 @@ from sqlalchemy import Connection
 from nurture.core.contacts import ContactState
 from nurture.core.events import ContactRef, content_hash, partition_for
 from nurture.services.context import ProcessingContext
-from nurture.storage import enrollments as enrollment_store
+from nurture.services.deferred import DeferredWrites
 from nurture.storage import events as event_store
-from nurture.storage import jobs as job_store
 from nurture.storage import timeline as timeline_store
 
 
-class Sink:
+class Sink(ABC):
     """Timeline notes and derived events. While an event is processed they go to its context;
     elsewhere (API, job handler) ``DirectSink`` writes them itself."""
 
-    def note(self, kind: str, detail: dict[str, Any], rule_id: str | None = None) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def note(self, kind: str, detail: dict[str, Any], rule_id: str | None = None) -> None: ...
 
-    def emit(self, type_: str, data: dict[str, Any]) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def emit(self, type_: str, data: dict[str, Any]) -> None: ...
 
     def plan(
         self,
@@ -38,11 +38,11 @@ class Sink:
         now: datetime,
     ) -> None:
         """A new enrollment's step rows and step jobs: written now, or with the batch."""
-        enrollment_store.insert_steps(conn, steps)
-        if jobs and job_store.insert_many(conn, jobs):
-            job_store.note_enqueued(conn, min(job["run_at"] for job in jobs), now)
+        writes = DeferredWrites()
+        writes.plan(steps, jobs)
+        writes.flush(conn, now)
 
-    def settle(self) -> None:
+    def settle(self) -> None:  # noqa: B027 (a hook: nothing is pending outside a batch)
         """Before step rows or step jobs are read or changed: everything planned is written."""
 
 
@@ -57,12 +57,10 @@ class ContextSink(Sink):
         jobs: list[dict[str, Any]],
         now: datetime,
     ) -> None:
-        later = self.ctx.later
-        if later is None:
+        if self.ctx.later is None:
             super().plan(conn, steps, jobs, now)
-            return
-        later.steps.extend(steps)
-        later.add_jobs(jobs)
+        else:
+            self.ctx.later.plan(steps, jobs)
 
     def settle(self) -> None:
         self.ctx.settle()
