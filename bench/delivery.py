@@ -38,17 +38,17 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from sqlalchemy import func, select
 
-from nurture.automation import load_pack
 from nurture.bootstrap import build_container
+from nurture.bootstrap.delivery import build_delivery, register
 from nurture.clock import SystemClock
 from nurture.config import Settings
-from nurture.delivery import build_delivery, register, template_store
 from nurture.jobs import HandlerRegistry, JobSpec, JobWorker, enqueue_many
-from nurture.services.templates import SAMPLE
+from nurture.messaging.templates import SAMPLE, template_store
+from nurture.pack import load_pack
+from nurture.schema.tables import jobs, messages
 from nurture.storage import contacts as contact_store
 from nurture.storage import migrate
 from nurture.storage.engine import Database
-from nurture.storage.schema import jobs, messages
 
 CHANNELS = ("recording", "console", "smtp")
 LABELS = {

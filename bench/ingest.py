@@ -112,7 +112,7 @@ def serve(
     from nurture import logs, runtime
     from nurture.bootstrap import build_container
     from nurture.config import Settings
-    from nurture.services.ingest import IngestOutcome
+    from nurture.intake.ingest import IngestOutcome
     from nurture.storage import migrate
     from nurture.storage.engine import Database
     from nurture.web.app import create_app
@@ -236,7 +236,7 @@ def make_requests(path: Path, count: int, build: Builder) -> None:
 
 def builders(secrets: dict[str, str], tag: str) -> dict[str, tuple[str, Builder]]:
     """Every source's route and a builder of distinct, validly signed deliveries."""
-    from nurture.testing_providers import (
+    from nurture.testing.requests import (
         brevo_request,
         calcom_request,
         resend_request,

@@ -31,7 +31,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from nurture.services import commerce, imports, recommendations
+from nurture.commerce import imports, recommendations
+from nurture.commerce import purchases as commerce
 from nurture.storage import migrate
 from nurture.storage import orders as order_store
 from nurture.storage.engine import Database

@@ -30,16 +30,16 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from sqlalchemy import create_engine, text  # noqa: E402
 
-from nurture.automation.loader import DEFAULTS_DIR  # noqa: E402
+from nurture.automation.step import RulesStep  # noqa: E402
 from nurture.clock import VirtualClock  # noqa: E402
 from nurture.config import normalise_database_url  # noqa: E402
 from nurture.core.events import ContactRef, InboundEvent  # noqa: E402
+from nurture.intake.context import Step  # noqa: E402
+from nurture.intake.ingest import build_rows  # noqa: E402
+from nurture.intake.process import EventProcessor  # noqa: E402
+from nurture.pack import DEFAULTS_DIR  # noqa: E402
 from nurture.rules.book import load  # noqa: E402
 from nurture.rules.decide import decide  # noqa: E402
-from nurture.services.context import Step  # noqa: E402
-from nurture.services.ingest import build_rows  # noqa: E402
-from nurture.services.process import EventProcessor  # noqa: E402
-from nurture.services.rules import RulesStep  # noqa: E402
 from nurture.storage import contacts as contact_store  # noqa: E402
 from nurture.storage import events as event_store  # noqa: E402
 from nurture.storage import migrate  # noqa: E402

@@ -41,17 +41,17 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from sqlalchemy import func, select  # noqa: E402
 
-from nurture.automation import load_pack  # noqa: E402
 from nurture.bootstrap import build_container, build_processor  # noqa: E402
 from nurture.clock import VirtualClock  # noqa: E402
 from nurture.config import Settings  # noqa: E402
 from nurture.core.events import InboundEvent  # noqa: E402
+from nurture.intake.ingest import build_rows  # noqa: E402
+from nurture.pack import load_pack  # noqa: E402
 from nurture.providers.catalog import build_sources  # noqa: E402
-from nurture.services.ingest import build_rows  # noqa: E402
+from nurture.schema.tables import enrollment_steps, enrollments, events, jobs  # noqa: E402
 from nurture.storage import events as event_store  # noqa: E402
 from nurture.storage import migrate  # noqa: E402
 from nurture.storage.engine import Database  # noqa: E402
-from nurture.storage.schema import enrollment_steps, enrollments, events, jobs  # noqa: E402
 from rules import PgDatabase, sqlite_url  # noqa: E402
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)

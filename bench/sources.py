@@ -25,13 +25,12 @@ from typing import Any
 
 from starlette.datastructures import Headers
 
-from nurture.automation import load_pack
-from nurture.automation.loader import DEFAULTS_DIR
 from nurture.config import Settings
+from nurture.pack import DEFAULTS_DIR, load_pack
 from nurture.providers.catalog import build_sources
 from nurture.providers.track.inbound import TrackSource
 from nurture.testing import new_secret, signed_json
-from nurture.testing_providers import (
+from nurture.testing.requests import (
     brevo_request,
     calcom_request,
     resend_request,

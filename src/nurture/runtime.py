@@ -9,13 +9,14 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Coroutine, Iterator
 from typing import Any
 
 import uvicorn
 
 from nurture.bootstrap import Container
-from nurture.services.process import EventProcessor
+from nurture.intake.process import EventProcessor
+from nurture.jobs.worker import WorkerLoop
 from nurture.storage import notify
 
 log = logging.getLogger("nurture.runtime")
@@ -48,10 +49,6 @@ class Waker:
             await asyncio.wait_for(self._event.wait(), timeout)
         self._event.clear()
         self._pending.clear()
-
-
-# Loops the worker runs beside event processing (the job scheduler registers one here).
-WorkerLoop = Callable[[asyncio.Event], Awaitable[None]]
 
 
 class Worker:

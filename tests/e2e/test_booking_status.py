@@ -16,7 +16,7 @@ import pytest
 
 from nurture.clock import VirtualClock
 from nurture.config import Settings
-from nurture.services.bookings import local_start
+from nurture.contacts.bookings import local_start
 from nurture.storage import contacts as contact_store
 from nurture.storage import timeline as timeline_store
 from nurture.testing import Harness, harness

@@ -24,15 +24,15 @@ import pytest
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from nurture.automation.loader import DEFAULTS_DIR
 from nurture.bootstrap import build_container, build_job_worker
 from nurture.cli import commerce as cli_commerce
 from nurture.cli.main import app
 from nurture.clock import VirtualClock
 from nurture.config import Settings
+from nurture.pack import DEFAULTS_DIR
+from nurture.schema.tables import jobs as jobs_table
+from nurture.schema.tables import messages as messages_table
 from nurture.storage import api_keys
-from nurture.storage.schema import jobs as jobs_table
-from nurture.storage.schema import messages as messages_table
 from nurture.testing import Harness, harness, stripe_request
 
 STRIPE_SECRET = "whsec_commerce_e2e_7f2a"

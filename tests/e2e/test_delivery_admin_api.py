@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from nurture.cli.main import app as cli
 from nurture.clock import VirtualClock
 from nurture.config import Settings
-from nurture.services import suppression
+from nurture.contacts import suppression
 from nurture.storage import api_keys
 from nurture.storage import contacts as contact_store
 from nurture.storage import endpoints as endpoint_store

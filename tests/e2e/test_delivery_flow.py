@@ -21,7 +21,7 @@ from nurture import jobs
 from nurture.bootstrap import build_job_worker
 from nurture.clock import VirtualClock
 from nurture.config import Settings
-from nurture.services import suppression
+from nurture.contacts import suppression
 from nurture.storage import contacts as contact_store
 from nurture.storage import messages as message_store
 from nurture.storage import timeline as timeline_store

@@ -26,14 +26,13 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
-from nurture import delivery
-from nurture.automation.loader import DEFAULTS_DIR
-from nurture.bootstrap import build_job_worker
+from nurture.bootstrap import build_job_worker, delivery
 from nurture.clock import VirtualClock
 from nurture.config import Settings
+from nurture.pack import DEFAULTS_DIR
 from nurture.providers.http import new_client
+from nurture.schema.tables import enrollments, messages
 from nurture.storage import jobs as job_store
-from nurture.storage.schema import enrollments, messages
 from nurture.testing import (
     Harness,
     calcom_request,

@@ -17,8 +17,8 @@ import pytest
 from nurture.bootstrap import build_steps
 from nurture.clock import VirtualClock
 from nurture.config import Settings
-from nurture.services.context import ProcessingContext
-from nurture.services.process import EventProcessor
+from nurture.intake.context import ProcessingContext
+from nurture.intake.process import EventProcessor
 from nurture.storage import api_keys
 from nurture.testing import Harness, harness
 from nurture.web.events_api import join_background

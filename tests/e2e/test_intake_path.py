@@ -14,8 +14,8 @@ from starlette.testclient import TestClient
 from nurture.bootstrap import Container, build_container
 from nurture.clock import VirtualClock
 from nurture.config import Settings
-from nurture.services.ingest import IngestOutcome
-from nurture.storage.schema import events
+from nurture.intake.ingest import IngestOutcome
+from nurture.schema.tables import events
 from nurture.testing import signed_json
 from nurture.web.app import NurtureApp, create_app
 from nurture.web.state import WebState

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from nurture.automation.loader import DEFAULTS_DIR
 from nurture.bootstrap import build_job_worker
 from nurture.clock import VirtualClock
 from nurture.config import Settings
+from nurture.pack import DEFAULTS_DIR
 from nurture.storage import api_keys
 from nurture.storage import contacts as contact_store
 from nurture.storage import endpoints as endpoint_store

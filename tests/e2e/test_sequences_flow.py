@@ -14,19 +14,19 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from nurture.automation.loader import DEFAULTS_DIR
 from nurture.bootstrap import build_job_worker
 from nurture.clock import VirtualClock
 from nurture.config import Settings
 from nurture.jobs import JobWorker
+from nurture.messaging.unsubscribe import make_token, signing_key
+from nurture.pack import DEFAULTS_DIR
+from nurture.schema.tables import enrollments, messages
+from nurture.sequences import DirectSink, SequenceService
 from nurture.sequences import load as load_sequences
-from nurture.services.sequences import DirectSink, SequenceService
-from nurture.services.unsubscribe import make_token, signing_key
 from nurture.storage import api_keys
 from nurture.storage import contacts as contact_store
 from nurture.storage import enrollments as enrollment_store
 from nurture.storage import jobs as job_store
-from nurture.storage.schema import enrollments, messages
 from nurture.testing import Harness, calcom_request, harness, new_secret, standard_request
 
 FORMS_SECRET = new_secret()
@@ -438,7 +438,7 @@ def test_api_lists_sequences_enrollments_with_a_funnel_and_enrols_and_exits(flow
 
 
 # -- several events of one contact in one processing batch ------------------------------------
-# The processor writes step rows and step jobs once per batch (nurture.services.deferred); an
+# The processor writes step rows and step jobs once per batch (nurture.intake.deferred); an
 # exit, a cancellation or a reschedule later in the same batch must still find and change them.
 
 

@@ -14,13 +14,13 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from nurture.automation.loader import DEFAULTS_DIR
 from nurture.bootstrap import build_job_worker, build_processor
 from nurture.cli.main import app
 from nurture.clock import VirtualClock
 from nurture.config import Settings
+from nurture.pack import DEFAULTS_DIR
 from nurture.runtime import Waker, Worker
-from nurture.storage.schema import enrollments, messages
+from nurture.schema.tables import enrollments, messages
 from nurture.testing import harness, new_secret, signed_json, standard_request
 
 FORMS_SECRET = new_secret()

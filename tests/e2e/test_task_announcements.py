@@ -153,7 +153,6 @@ def test_task_created_is_announced_once_and_verifiable(
             contact_id=task_job["contact_id"],
             enrollment_id=None,
             now=clock.now(),
-            deps=h.container,
         )
     )
     asyncio.run(build_job_worker(h.container).drain())

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from nurture.config import Settings
-from nurture.storage.schema import events
+from nurture.schema.tables import events
 from nurture.testing import Harness, harness, new_secret, signed_json
 from tests.e2e.conftest import TRACK_SECRET, WRITE_KEY
 

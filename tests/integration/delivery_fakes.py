@@ -14,14 +14,14 @@ from typing import Any
 import httpx
 import orjson
 
-from nurture.automation import Pack, load_pack
 from nurture.clock import Clock
 from nurture.core.channels import EmailChannel
-from nurture.delivery import template_store
-from nurture.services.deliver import Delivery, DeliveryConfig
+from nurture.messaging.deliver import Delivery, DeliveryConfig
+from nurture.messaging.templates import template_store
+from nurture.pack import Pack, load_pack
+from nurture.providers.recording import RecordingSms
 from nurture.storage import contacts as contact_store
 from nurture.storage.engine import Database
-from nurture.testing_channels import RecordingSms
 
 # An action for the next POST: "ok", an httpx.Response to answer with, or "accept-then-timeout"
 # (the provider takes the e-mail, the answer never arrives).

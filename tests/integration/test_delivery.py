@@ -10,24 +10,24 @@ import httpx
 import orjson
 import pytest
 
+from nurture.bootstrap.delivery import build_delivery
 from nurture.clock import VirtualClock
 from nurture.config import Settings
+from nurture.contacts import suppression
 from nurture.core.channels import OutboundEmail, SendUncertain
 from nurture.core.contacts import ContactState
-from nurture.delivery import build_delivery
 from nurture.errors import ProviderError
+from nurture.messaging.deliver import Delivery
+from nurture.messaging.ratelimit import RateLimiter
 from nurture.providers.brevo.sender import BrevoEmail, BrevoSms
 from nurture.providers.console.sender import ConsoleSms
 from nurture.providers.http import new_client
+from nurture.providers.recording import RecordingEmail
 from nurture.providers.resend.sender import ResendEmail
-from nurture.services import suppression
-from nurture.services.deliver import Delivery
-from nurture.services.ratelimit import RateLimiter
 from nurture.storage import contacts as contact_store
 from nurture.storage import messages as message_store
 from nurture.storage import rate_limits
 from nurture.storage.engine import Database
-from nurture.testing_channels import RecordingEmail
 from tests.integration.delivery_fakes import (
     FakeBrevo,
     FakeResend,
@@ -220,7 +220,7 @@ def test_brevo_request_matches_the_documented_api(db: Database, clock: VirtualCl
 def test_brevo_template_id_with_params(db: Database, clock: VirtualClock, tmp_path: object) -> None:
     from pathlib import Path
 
-    from nurture.services.templates import TemplateStore
+    from nurture.messaging.templates import TemplateStore
 
     root = Path(str(tmp_path))
     (root / "welcome").mkdir()

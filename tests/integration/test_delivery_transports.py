@@ -23,15 +23,15 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from standardwebhooks.webhooks import Webhook
 
-from nurture.automation import load_pack
 from nurture.clock import SystemClock, VirtualClock
 from nurture.config import Settings
 from nurture.errors import ProviderError
+from nurture.integrations.outbound import Outbound, load_endpoints
+from nurture.pack import load_pack
 from nurture.providers.http import new_client
 from nurture.providers.smtp.sender import SmtpEmail
 from nurture.providers.standard import outbound as standard_outbound
 from nurture.providers.standard.outbound import WebhookPoster
-from nurture.services.outbound import Outbound, load_endpoints
 from nurture.storage import endpoints as endpoint_store
 from nurture.storage import messages as message_store
 from nurture.storage.engine import Database
@@ -202,7 +202,7 @@ def outbound_for(db: Database, tmp_path: Path, url: str, secret: str, **extra: s
     (tmp_path / "endpoints.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
     pack = load_pack(tmp_path)
     endpoints = load_endpoints(pack, Settings())
-    from nurture.delivery import template_store
+    from nurture.messaging.templates import template_store
 
     return Outbound(
         db, SystemClock(), template_store(pack), WebhookPoster(new_client(5.0)), endpoints
@@ -323,7 +323,7 @@ def test_the_request_connects_to_the_address_the_guard_checked(
         ]
         (tmp_path / "endpoints.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
         pack = load_pack(tmp_path)
-        from nurture.delivery import template_store
+        from nurture.messaging.templates import template_store
 
         client = httpx.AsyncClient(verify=trust)
         outbound = Outbound(

@@ -12,15 +12,15 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from nurture.automation import load_pack
 from nurture.cli.main import app
 from nurture.clock import Clock, SystemClock, VirtualClock
 from nurture.config import Settings
-from nurture.delivery import template_store
 from nurture.errors import ProviderError
+from nurture.integrations.outbound import Outbound, load_endpoints
+from nurture.messaging.templates import template_store
+from nurture.pack import load_pack
 from nurture.providers.http import new_client
 from nurture.providers.standard.outbound import WebhookPoster
-from nurture.services.outbound import Outbound, load_endpoints
 from nurture.storage import contacts as contact_store
 from nurture.storage import endpoints as endpoint_store
 from nurture.storage.engine import Database

@@ -18,10 +18,10 @@ from sqlalchemy import Connection, exc, func, select
 from nurture.clock import VirtualClock
 from nurture.core.events import ContactRef, InboundEvent
 from nurture.errors import StorageUnavailable
-from nurture.services import ingest as ingest_module
-from nurture.services.ingest import Ingestor, IngestOutcome
+from nurture.intake import ingest as ingest_module
+from nurture.intake.ingest import Ingestor, IngestOutcome
+from nurture.schema.tables import events
 from nurture.storage.engine import Database
-from nurture.storage.schema import events
 
 
 def ev(key: str) -> InboundEvent:

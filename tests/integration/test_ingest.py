@@ -13,9 +13,9 @@ from sqlalchemy import func, select
 from nurture.clock import VirtualClock
 from nurture.core.events import ContactRef, InboundEvent
 from nurture.errors import StorageUnavailable
-from nurture.services.ingest import Ingestor
+from nurture.intake.ingest import Ingestor
+from nurture.schema.tables import events
 from nurture.storage.engine import Database
-from nurture.storage.schema import events
 
 
 def ev(key: str, email: str = "a@b.co") -> InboundEvent:

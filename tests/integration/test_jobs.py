@@ -367,7 +367,6 @@ def test_async_handlers_get_their_context(container: Container, clock: VirtualCl
     )
     assert ctx.payload == {"template": "t"}
     assert ctx.now == clock.now()
-    assert ctx.deps is container
 
 
 # -- cancel and reschedule ----------------------------------------------------------------------

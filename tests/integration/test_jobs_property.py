@@ -20,8 +20,8 @@ from nurture.clock import VirtualClock
 from nurture.config import Settings
 from nurture.jobs import HandlerRegistry, JobContext, JobWorker, cancel, enqueue, reschedule
 from nurture.jobs.worker import Attempt
+from nurture.schema.tables import jobs as jobs_table
 from nurture.storage import jobs as store
-from nurture.storage.schema import jobs as jobs_table
 from tests.conftest import START
 
 KEYS = [f"k{i}" for i in range(5)]

@@ -18,23 +18,22 @@ from typing import Any
 import httpx
 import pytest
 
-from nurture.automation import load_pack
-from nurture.automation.loader import DEFAULTS_DIR
 from nurture.bootstrap import Container, build_container, build_steps
 from nurture.clock import VirtualClock
 from nurture.config import Settings
 from nurture.errors import FieldProblem
-from nurture.jobs import HandlerRegistry, JobWorker
-from nurture.providers.track.inbound import parse_canonical
-from nurture.services.ingest import Ingestor
-from nurture.services.notion_mirror import (
+from nurture.intake.ingest import Ingestor
+from nurture.intake.process import EventProcessor
+from nurture.integrations.notion import (
     JOB_KIND,
     NOTION_RETRY,
     NotionMirror,
     NotionMirrorStep,
     load_notion_endpoints,
 )
-from nurture.services.process import EventProcessor
+from nurture.jobs import HandlerRegistry, JobWorker
+from nurture.pack import DEFAULTS_DIR, load_pack
+from nurture.providers.track.inbound import parse_canonical
 from nurture.storage import jobs as job_store
 from nurture.storage import notion as notion_store
 from tests.integration.integration_fakes import TOKEN, NotionFake, Scripted, serve

@@ -7,12 +7,12 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from nurture.automation.loader import DEFAULTS_DIR
+from nurture.automation.step import RulesStep
 from nurture.cli.main import app
 from nurture.clock import VirtualClock
+from nurture.intake.process import EventProcessor
+from nurture.pack import DEFAULTS_DIR
 from nurture.rules.book import load
-from nurture.services.process import EventProcessor
-from nurture.services.rules import RulesStep
 from nurture.storage.engine import Database
 from tests.integration.test_rules_step import insert
 

@@ -13,25 +13,25 @@ from typing import Any
 import pytest
 from sqlalchemy import delete
 
-from nurture.automation import load_pack
-from nurture.automation.loader import DEFAULTS_DIR
+from nurture.automation import step as rule_service
+from nurture.automation.step import RulesStep
 from nurture.bootstrap import Container
 from nurture.clock import VirtualClock
+from nurture.commerce import purchases as commerce
 from nurture.config import Settings
+from nurture.contacts import suppression
+from nurture.contacts.refresh import CHANGED, Checker, refresh_page
+from nurture.intake.process import EventProcessor
 from nurture.jobs import HandlerRegistry, JobWorker
+from nurture.pack import DEFAULTS_DIR, load_pack
 from nurture.rules.book import load
-from nurture.services import commerce, suppression
-from nurture.services import rules as rule_service
-from nurture.services.contact_refresh import CHANGED, Checker, refresh_page
-from nurture.services.process import EventProcessor
-from nurture.services.rules import RulesStep
+from nurture.schema.tables import orders
 from nurture.storage import contacts as contact_store
 from nurture.storage import events as event_store
 from nurture.storage import jobs as job_store
 from nurture.storage import scores as score_store
 from nurture.storage import timeline as timeline_store
 from nurture.storage.engine import Database
-from nurture.storage.schema import orders
 from tests.integration.test_rules_step import contact, insert
 
 
@@ -50,7 +50,7 @@ def events_of(db: Database, type_: str) -> list[dict[str, Any]]:
 def worker(db: Database, clock: VirtualClock, database_url: str) -> JobWorker:
     settings = Settings(database_url=database_url, automation_dir=DEFAULTS_DIR)
     registry = HandlerRegistry()
-    rule_service.register(registry)
+    rule_service.register(registry, db, DEFAULTS_DIR)
     return JobWorker(Container(settings=settings, db=db, clock=clock), registry)
 
 

@@ -10,15 +10,15 @@ from typing import Any
 
 import pytest
 
-from nurture.automation.loader import DEFAULTS_DIR
+from nurture.automation import step as rule_service
+from nurture.automation.step import RulesStep, explain
 from nurture.bootstrap import Container
 from nurture.clock import VirtualClock
 from nurture.config import Settings
+from nurture.intake.process import EventProcessor
 from nurture.jobs import HandlerRegistry, JobContext, JobWorker
+from nurture.pack import DEFAULTS_DIR
 from nurture.rules.book import Automation, load
-from nurture.services import rules as rule_service
-from nurture.services.process import EventProcessor
-from nurture.services.rules import RulesStep, explain
 from nurture.storage import events as event_store
 from nurture.storage import jobs as job_store
 from nurture.storage import scores as score_store
@@ -56,7 +56,7 @@ scoring:
 def worker(db: Database, clock: VirtualClock, database_url: str) -> JobWorker:
     container = Container(settings=Settings(database_url=database_url), db=db, clock=clock)
     registry = HandlerRegistry()
-    rule_service.register(registry)
+    rule_service.register(registry, db, container.settings.automation_dir)
     return JobWorker(container, registry)
 
 
@@ -121,6 +121,7 @@ def test_delayed_actions_become_jobs_and_apply_like_immediate_ones(
         job = job_store.get_by_key(conn, f"rule:{origin}:later:0")
     assert job is not None
     rule_service.queue_delayed(
+        worker.db,
         JobContext(
             job_id=job["id"],
             key=job["key"],
@@ -130,8 +131,7 @@ def test_delayed_actions_become_jobs_and_apply_like_immediate_ones(
             contact_id=state.id,
             enrollment_id=None,
             now=clock.now(),
-            deps=worker.container,
-        )
+        ),
     )
     assert processor.drain() == 3 + 2  # three rule.delayed events, then their derived events
 
@@ -203,6 +203,7 @@ def test_a_delayed_action_for_an_erased_contact_does_nothing(
     with db.begin() as conn:
         contact_store.erase(conn, state.id)
     rule_service.queue_delayed(
+        worker.db,
         JobContext(
             job_id=job["id"],
             key=job["key"],
@@ -212,8 +213,7 @@ def test_a_delayed_action_for_an_erased_contact_does_nothing(
             contact_id=state.id,
             enrollment_id=None,
             now=clock.now(),
-            deps=worker.container,
-        )
+        ),
     )
     with db.read() as conn:
         assert event_store.search(conn, type_="rule.delayed") == []
@@ -298,7 +298,7 @@ def test_replaying_a_purchase_enqueues_no_job_again_even_after_the_job_is_gone(
     with db.begin() as conn:  # as if the finished jobs had been purged
         from sqlalchemy import delete
 
-        from nurture.storage.schema import jobs
+        from nurture.schema.tables import jobs
 
         conn.execute(delete(jobs).where(jobs.c.key.in_(sorted(keys))))
     replay(db, clock, purchase)

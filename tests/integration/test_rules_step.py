@@ -10,17 +10,17 @@ from typing import Any
 
 import pytest
 
-from nurture.automation.loader import DEFAULTS_DIR
+from nurture.automation.step import RulesStep, explain
 from nurture.bootstrap import Container
 from nurture.clock import VirtualClock
 from nurture.config import Settings
 from nurture.core.events import ContactRef, InboundEvent
+from nurture.intake.ingest import build_rows
+from nurture.intake.process import EventProcessor
+from nurture.integrations import tasks as task_service
 from nurture.jobs import HandlerRegistry, JobWorker
+from nurture.pack import DEFAULTS_DIR
 from nurture.rules.book import Automation, load
-from nurture.services import tasks as task_service
-from nurture.services.ingest import build_rows
-from nurture.services.process import EventProcessor
-from nurture.services.rules import RulesStep, explain
 from nurture.storage import contacts as contact_store
 from nurture.storage import events as event_store
 from nurture.storage import jobs as job_store
@@ -274,7 +274,7 @@ def test_task_job_handler_stores_the_task_once(
     processor.drain()
     container = Container(settings=Settings(database_url=database_url), db=db, clock=clock)
     registry = HandlerRegistry()
-    task_service.register(registry)
+    task_service.register(registry, db)
     worker = JobWorker(container, registry)
     clock.advance(timedelta(hours=25))
     # The follow-up task, and the VIP call the crossing of 80 asked for; the e-mails wait
@@ -337,7 +337,6 @@ def _job_context(container: Container, payload: dict[str, Any], key: str) -> Any
         contact_id=payload.get("contact_id"),
         enrollment_id=None,
         now=container.clock.now(),
-        deps=container,
     )
 
 
@@ -351,18 +350,24 @@ def test_task_handler_is_idempotent_and_refuses_bad_payloads(
     ann = contact(db)
     container = Container(settings=Settings(database_url=database_url), db=db, clock=clock)
     payload = {"title": "Call", "kind": "call", "contact_id": ann.id, "rule_id": "r"}
-    task_service.store_task(_job_context(container, payload, "k1"))
-    task_service.store_task(_job_context(container, payload, "k1"))  # lease lost, ran again
+    task_service.store_task(db, _job_context(container, payload, "k1"))
+    task_service.store_task(
+        container.db, _job_context(container, payload, "k1")
+    )  # lease lost, ran again
     with db.read() as conn:
         assert [t["key"] for t in task_store.search(conn)] == ["k1"]
     with pytest.raises(ProviderError) as err:
-        task_service.store_task(_job_context(container, {"kind": "call"}, "k2"))
+        task_service.store_task(db, _job_context(container, {"kind": "call"}, "k2"))
     assert err.value.permanent
     with pytest.raises(ProviderError):
-        task_service.store_task(_job_context(container, {"title": "x", "kind": "meet"}, "k3"))
+        task_service.store_task(
+            container.db, _job_context(container, {"title": "x", "kind": "meet"}, "k3")
+        )
     with db.begin() as conn:
         contact_store.erase(conn, ann.id)
-    task_service.store_task(_job_context(container, payload, "k4"))  # erased: nothing stored
+    task_service.store_task(
+        container.db, _job_context(container, payload, "k4")
+    )  # erased: nothing stored
     with db.read() as conn:
         assert task_store.search(conn) == []
 
@@ -370,7 +375,7 @@ def test_task_handler_is_idempotent_and_refuses_bad_payloads(
 def test_scheduled_rule_ticks_through_the_job_scheduler(
     db: Database, clock: VirtualClock, database_url: str, tmp_path: Path
 ) -> None:
-    from nurture.services import rule_schedule
+    from nurture.automation import schedule as rule_schedule
 
     (tmp_path / "rules.yaml").write_text(
         "rules:\n"
@@ -400,7 +405,7 @@ def test_scheduled_rule_ticks_through_the_job_scheduler(
     settings = Settings(database_url=database_url, automation_dir=tmp_path)
     container = Container(settings=settings, db=db, clock=clock)
     registry = HandlerRegistry()
-    rule_schedule.register(registry)
+    rule_schedule.register(registry, db, tmp_path, settings.partitions)
     worker = JobWorker(container, registry)
     processor = EventProcessor(db, clock, [RulesStep(automation)])
     clock.advance(timedelta(hours=1))

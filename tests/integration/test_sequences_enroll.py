@@ -15,16 +15,15 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import func, select
 
-from nurture.automation import load_pack
 from nurture.core.contacts import ContactState
-from nurture.sequences import load_book
-from nurture.services.sequences import SequenceService, step_key
-from nurture.services.sequences.sinks import Sink
+from nurture.pack import load_pack
+from nurture.schema.tables import enrollment_steps, enrollments, jobs
+from nurture.sequences import SequenceService, load_book, step_key
+from nurture.sequences.sinks import Sink
 from nurture.storage import contacts as contact_store
 from nurture.storage import enrollments as store
 from nurture.storage import jobs as job_store
 from nurture.storage.engine import Database
-from nurture.storage.schema import enrollment_steps, enrollments, jobs
 from tests.conftest import START
 
 TORONTO = ZoneInfo("America/Toronto")

@@ -20,18 +20,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from nurture.automation.loader import DEFAULTS_DIR
 from nurture.bootstrap import build_container, build_processor
 from nurture.clock import VirtualClock
 from nurture.config import Settings
 from nurture.core.events import ContactRef, InboundEvent
+from nurture.intake.ingest import build_rows
 from nurture.jobs import HandlerRegistry, JobWorker
-from nurture.services.ingest import build_rows
-from nurture.services.sequences import register as register_sequences
+from nurture.pack import DEFAULTS_DIR
+from nurture.providers.recording import RecordingEmail
+from nurture.schema.tables import enrollments, messages
+from nurture.sequences import register as register_sequences
 from nurture.storage import events as event_store
 from nurture.storage import jobs as job_store
-from nurture.storage.schema import enrollments, messages
-from nurture.testing_channels import RecordingEmail
 from tests.conftest import START, fresh_sqlite_url
 from tests.integration.delivery_fakes import make_delivery
 
@@ -106,7 +106,15 @@ async def _play(actions: list[str], url: str) -> None:
         delivery = make_delivery(container.db, clock, channel)
         registry = HandlerRegistry()
         registry.register("send_email", delivery.send_email)
-        register_sequences(registry, container, delivery)
+        register_sequences(
+            registry,
+            container.db,
+            clock,
+            delivery,
+            automation_dir=container.settings.automation_dir,
+            time_scale=container.settings.time_scale,
+            partitions=container.settings.partitions,
+        )
         worker = JobWorker(container, registry, worker_id="prop")
         processor = build_processor(container)
 

@@ -19,9 +19,9 @@ import pytest
 import trustme
 from aiosmtpd.controller import Controller
 
+from nurture.bootstrap.delivery import build_delivery
 from nurture.clock import VirtualClock
 from nurture.config import Settings
-from nurture.delivery import build_delivery
 from nurture.errors import ConfigError, ProviderError
 from nurture.providers.smtp.sender import SmtpEmail
 from nurture.storage import messages as message_store

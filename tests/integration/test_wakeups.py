@@ -20,8 +20,8 @@ from nurture.bootstrap import build_container, build_processor
 from nurture.clock import SystemClock
 from nurture.config import Settings
 from nurture.core.events import ContactRef, InboundEvent
+from nurture.intake.ingest import Ingestor
 from nurture.runtime import Waker, Worker
-from nurture.services.ingest import Ingestor
 from nurture.storage import events as event_store
 from nurture.storage import notify
 from nurture.storage.engine import Database
@@ -37,7 +37,7 @@ from datetime import UTC, datetime, timedelta
 from nurture.clock import SystemClock
 from nurture.core.events import ContactRef, InboundEvent
 from nurture.jobs import enqueue
-from nurture.services.ingest import Ingestor
+from nurture.intake.ingest import Ingestor
 from nurture.storage.engine import Database
 
 db = Database(sys.argv[1])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from functools import partial
 from pathlib import Path
 
 from sqlalchemy import text
@@ -17,12 +18,13 @@ from nurture.bootstrap import build_container
 from nurture.config import Settings
 from nurture.jobs import HandlerRegistry, JobContext, JobWorker
 from nurture.runtime import install_stop_signals
+from nurture.storage.engine import Database
 
 EFFECTS_DDL = "CREATE TABLE effects (key VARCHAR(300) NOT NULL UNIQUE, attempts INTEGER NOT NULL)"
 
 
-def effect(ctx: JobContext) -> None:
-    with ctx.deps.db.begin() as conn:
+def effect(db: Database, ctx: JobContext) -> None:
+    with db.begin() as conn:
         conn.execute(
             text(
                 "INSERT INTO effects (key, attempts) VALUES (:k, 1) "
@@ -45,7 +47,7 @@ async def main(url: str, ready_dir: Path) -> None:
     )
     container = build_container(settings)
     registry = HandlerRegistry()
-    registry.register("effect", effect, max_attempts=1000)
+    registry.register("effect", partial(effect, container.db), max_attempts=1000)
     worker = JobWorker(container, registry)
     stop = asyncio.Event()
     install_stop_signals(stop)

@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 
 from nurture.bootstrap import build_container
+from nurture.bootstrap.delivery import build_delivery, register
 from nurture.config import load_settings
-from nurture.delivery import build_delivery, register
 from nurture.jobs import HandlerRegistry, JobWorker
 from nurture.runtime import install_stop_signals
 

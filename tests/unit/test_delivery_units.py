@@ -11,17 +11,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from nurture.automation import load_pack
+from nurture.bootstrap.delivery import check_settings
 from nurture.config import Settings
 from nurture.core.channels import OutboundEmail
-from nurture.delivery import check_settings, template_store
 from nurture.errors import ConfigError, ProviderError, Unauthenticated
+from nurture.integrations.outbound import load_endpoints
+from nurture.messaging.templates import SAMPLE, TemplateError, TemplateStore, template_store
+from nurture.messaging.unsubscribe import list_unsubscribe_headers, make_token, read_token
+from nurture.pack import load_pack
 from nurture.providers import mime
 from nurture.providers.http import check, retry_after
 from nurture.providers.standard.outbound import guard_target, pinned_request, webhook_id
-from nurture.services.outbound import load_endpoints
-from nurture.services.templates import SAMPLE, TemplateError, TemplateStore
-from nurture.services.unsubscribe import list_unsubscribe_headers, make_token, read_token
 
 
 def write(folder: Path, files: dict[str, str]) -> None:

@@ -10,16 +10,10 @@ from typing import Any
 import orjson
 import pytest
 
-from nurture.automation import Pack, load_pack
-from nurture.automation.loader import DEFAULTS_DIR
 from nurture.config import Settings
 from nurture.errors import ConfigError, ProviderError
-from nurture.providers.discord.outbound import discord_body
-from nurture.providers.notion.outbound import key_filter, property_value
-from nurture.providers.slack.outbound import slack_body
-from nurture.rules.book import load_automation
-from nurture.services.endpoint_kinds import DEFAULT_PAYLOADS, build_outgoing
-from nurture.services.outbound import (
+from nurture.integrations.endpoint_kinds import DEFAULT_PAYLOADS, build_outgoing
+from nurture.integrations.outbound import (
     Endpoint,
     check_endpoints,
     limiter_name,
@@ -28,7 +22,12 @@ from nurture.services.outbound import (
     switched_off,
     without_switched_off,
 )
-from nurture.services.templates import TemplateStore
+from nurture.messaging.templates import TemplateStore
+from nurture.pack import DEFAULTS_DIR, Pack, load_pack
+from nurture.providers.discord.outbound import discord_body
+from nurture.providers.notion.outbound import key_filter, property_value
+from nurture.providers.slack.outbound import slack_body
+from nurture.rules.book import load_automation
 
 ALERT: dict[str, Any] = {
     "content": "🚨 **Hot Lead Alert!**",

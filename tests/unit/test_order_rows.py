@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 import polars as pl
 import pytest
 
+from nurture.commerce import csv_blocks, imports, order_rows
 from nurture.errors import InvalidFields
-from nurture.services import csv_blocks, imports, order_rows
 
 COLS = {
     "order_id": "c0",

@@ -9,10 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nurture.automation import load_pack
-from nurture.automation.loader import DEFAULTS_DIR
 from nurture.config import Settings
 from nurture.errors import ConfigError, InvalidFields
+from nurture.pack import DEFAULTS_DIR, load_pack
 from nurture.providers.brevo.inbound import EVENTS, BrevoSource, dedupe_key
 from nurture.providers.catalog import build_sources
 from nurture.providers.stripe.inbound import major_units

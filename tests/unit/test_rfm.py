@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from nurture.analytics import rfm
-from nurture.automation.loader import load_pack
+from nurture.commerce.purchases import load_config
 from nurture.errors import ConfigError
-from nurture.services.commerce import load_config
+from nurture.pack import load_pack
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 

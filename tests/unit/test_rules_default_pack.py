@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from nurture.automation.loader import DEFAULTS_DIR
+from nurture.pack import DEFAULTS_DIR
 from nurture.rules.book import Automation, load
 from nurture.rules.decide import CONDITION_ERROR, CONDITION_FALSE, FIRED, evaluate
 from nurture.rules.segments import assign

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from nurture.core.scoring import ScoringSpec
 from nurture.rules.book import from_specs
 from nurture.rules.dryrun import contact_from_json, dry_run, event_from_json
-from nurture.rules.models import RuleSpec, ScoringSpec
+from nurture.rules.models import RuleSpec
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 

@@ -12,10 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nurture.analytics.scoring import ScoreInputs, compute
+from nurture.automation.step import delayed_decision
+from nurture.core.scoring import ScoringSpec
 from nurture.rules.decide import Decision
 from nurture.rules.expr import Expr, ExprError, Scope, _reachable
-from nurture.rules.models import ActionSpec, RuleSpec, ScoringSpec
-from nurture.services.rules import delayed_decision
+from nurture.rules.models import ActionSpec, RuleSpec
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 CONTACT: dict[str, Any] = {

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from nurture.automation.loader import DEFAULTS_DIR
 from nurture.errors import ConfigError
+from nurture.pack import DEFAULTS_DIR
 from nurture.rules.book import export_rules, load
 from nurture.rules.importer import import_rules
 

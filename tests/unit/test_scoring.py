@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nurture.analytics.scoring import ScoreInputs, compute, crossings, decayed, inputs_for
-from nurture.rules.models import ScoringSpec
+from nurture.core.scoring import ScoringSpec
 
 SPEC = ScoringSpec()
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nurture.automation import load_pack
 from nurture.errors import ConfigError
+from nurture.pack import load_pack
 from nurture.sequences import StepTiming, Window, load_book, next_allowed, plan
 from nurture.sequences.plan import parse_days, parse_hours, parse_offset
 

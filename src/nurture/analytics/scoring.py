@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from nurture.rules.models import ScoringSpec
+from nurture.core.scoring import ScoringSpec
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,11 +1,7 @@
-"""The automation folder ("automation as code"): YAML files whose top-level keys are merged.
+"""Automation: the rules step (segments, ``decide()``, immediate effects, jobs, the lead score
+and derived events), delayed rule actions, and scheduled (cron) rules.
 
-Every ``*.yaml``/``*.yml`` file below the folder is read; each top-level key (``rules``,
-``segments``, ``scoring``, ``sequences``, ``sources``, ``forms``, ``endpoints`` ...) is a section,
-and a section may be spread over several files. ``templates/`` holds e-mail templates. Each
-feature validates its own section into typed models; errors name the file, line and field.
+The rules themselves are configuration compiled by the pure ``nurture.rules``; this package
+runs them against events. May import ``intake``, ``contacts``, ``jobs``, ``storage`` and the
+pure layers.
 """
-
-from nurture.automation.loader import Located, Pack, load_pack, resolve_dir
-
-__all__ = ["Located", "Pack", "load_pack", "resolve_dir"]

@@ -18,11 +18,12 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from nurture.automation.loader import load_pack
 from nurture.bootstrap import Container
 from nurture.cli.common import console, container, fail
+from nurture.commerce import imports, recommendations
+from nurture.commerce import purchases as commerce
 from nurture.errors import NurtureError
-from nurture.services import commerce, imports, recommendations
+from nurture.pack import load_pack
 
 import_app = typer.Typer(help="Import contacts or order lines from CSV.", no_args_is_help=True)
 campaigns_app = typer.Typer(help="One-off campaigns.", no_args_is_help=True)

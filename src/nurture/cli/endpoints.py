@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import typer
 
-from nurture.automation import load_pack
 from nurture.cli.common import console, container, fail
 from nurture.errors import NurtureError
-from nurture.services import endpoint_state
+from nurture.integrations import endpoint_state
+from nurture.pack import load_pack
 
 app = typer.Typer(help="Outbound webhook endpoints.", no_args_is_help=True)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from nurture import logs
-from nurture.bootstrap import build_job_worker, build_processor
+from nurture.bootstrap import build_processor, build_worker_loops
 from nurture.cli import commerce as commerce_cli
 from nurture.cli import endpoints as endpoints_cli
 from nurture.cli import jobs as jobs_cli
@@ -68,7 +68,7 @@ def up(
     if migrate_first:
         _migrate(c)
     waker = Waker()
-    loops = [build_job_worker(c).run, rules_cli.schedule_loop(c)]
+    loops = build_worker_loops(c)
     worker = Worker(c, build_processor(c), waker, extra_loops=loops)
     web = create_app(c, on_commit=waker.notify)
     console.print(
@@ -99,7 +99,7 @@ def worker(dry_run: bool = DRY_RUN) -> None:
     c = container(dry_run=dry_run or None)
     logs.configure(c.settings.log_level)
     console.print("nurture worker started", highlight=False)
-    loops = [build_job_worker(c).run, rules_cli.schedule_loop(c)]
+    loops = build_worker_loops(c)
     asyncio.run(work(Worker(c, build_processor(c), Waker(), loops)))
 
 
@@ -129,14 +129,14 @@ def check(
     c = container()
     try:
         automation = rules_cli.check_automation(directory or c.settings.automation_dir)
-        from nurture.automation import load_pack
+        from nurture.pack import load_pack
         from nurture.providers.catalog import build_sources
 
         build_sources(c.settings, load_pack(directory or c.settings.automation_dir))
-        from nurture.services.sequences import check_automation as check_sequences
+        from nurture.sequences import check_automation as check_sequences
 
         automation += ", " + check_sequences(directory or c.settings.automation_dir)
-        from nurture.services.outbound import check_endpoints
+        from nurture.integrations.outbound import check_endpoints
 
         automation += ", " + check_endpoints(
             load_pack(directory or c.settings.automation_dir), c.settings

@@ -11,19 +11,18 @@ import orjson
 import typer
 import yaml
 
-from nurture.automation import resolve_dir
+from nurture.automation.step import explain
 from nurture.cli.common import console, container, fail, settings
 from nurture.core.events import normalise_email
 from nurture.errors import NurtureError
+from nurture.integrations.outbound import dry_run_as_run
+from nurture.pack import resolve_dir
 from nurture.rules.book import Automation, export_rules, from_specs, load
 from nurture.rules.dryrun import contact_from_json, event_from_json
 from nurture.rules.importer import import_rules
-from nurture.services.outbound import dry_run_as_run
-from nurture.services.rule_schedule import schedule_loop
-from nurture.services.rules import explain
 from nurture.storage import contacts as contact_store
 
-__all__ = ["check_automation", "register", "schedule_loop"]
+__all__ = ["check_automation", "register"]
 
 rules_app = typer.Typer(help="Automation rules: export, import, dry-run.", no_args_is_help=True)
 contacts_app = typer.Typer(help="Contacts.", no_args_is_help=True)

@@ -23,17 +23,17 @@ from nurture.bootstrap import build_container, build_processor, build_registry
 from nurture.cli.common import fail, settings
 from nurture.clock import VirtualClock
 from nurture.config import Settings
+from nurture.core.durations import format_duration, parse_duration
 from nurture.core.events import ContactRef, InboundEvent, content_hash, normalise_email
 from nurture.errors import NurtureError
+from nurture.intake.ingest import build_rows
 from nurture.jobs import JobWorker
-from nurture.rules.models import format_duration, parse_duration
+from nurture.schema.tables import enrollment_steps, enrollments, messages, timeline
 from nurture.sequences.plan import parse_offset
-from nurture.services.ingest import build_rows
 from nurture.storage import events as event_store
 from nurture.storage import jobs as job_store
 from nurture.storage import migrate
 from nurture.storage.engine import Database
-from nurture.storage.schema import enrollment_steps, enrollments, messages, timeline
 
 MAX_ROUNDS = 100_000
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import typer
 
-from nurture.automation import load_pack
 from nurture.cli.common import console, fail, settings
-from nurture.delivery import template_store
 from nurture.errors import NurtureError
+from nurture.messaging.templates import template_store
+from nurture.pack import load_pack
 
 app = typer.Typer(help="E-mail templates.", no_args_is_help=True)
 

@@ -1,7 +1,7 @@
 """Outbound channel ports: what a sender gets, what it returns, how it reports failure.
 
 Each provider (``providers/<vendor>/sender.py``) implements one of these; the recording fakes
-live in ``nurture.testing_channels``.
+live in ``nurture.providers.recording``.
 """
 
 from __future__ import annotations

@@ -7,21 +7,18 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from nurture.core.retry import RetryPolicy
 from nurture.errors import ConfigError
-
-if TYPE_CHECKING:
-    from nurture.bootstrap import Container
 
 DEFAULT_RETRY = RetryPolicy()
 
 
 @dataclass
 class JobContext:
-    """One attempt of one job. ``deps`` is the ``bootstrap.Container`` (db, clock, settings and
-    the services features add to it)."""
+    """One attempt of one job. Handlers get their collaborators (database, clock, services)
+    when they are registered, not from here: a handler names what it uses."""
 
     job_id: int
     key: str
@@ -31,7 +28,6 @@ class JobContext:
     contact_id: int | None
     enrollment_id: int | None
     now: datetime
-    deps: Container
     last_beat: float = field(default_factory=time.monotonic, repr=False)
 
     def heartbeat(self) -> None:

@@ -18,23 +18,26 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
+from nurture.clock import Clock
+from nurture.config import Settings
 from nurture.errors import ProviderError, RateLimited
 from nurture.jobs.registry import HandlerRegistry, HandlerSpec, JobContext
 from nurture.jobs.wakeup import Wakeup
 from nurture.logs import redact
 from nurture.storage import jobs as store
-
-if TYPE_CHECKING:
-    from nurture.bootstrap import Container
+from nurture.storage.engine import Database
 
 log = logging.getLogger("nurture.jobs")
 T = TypeVar("T")
+
+# Loops a worker process runs beside event processing (``JobWorker.run`` is one).
+WorkerLoop = Callable[[asyncio.Event], Awaitable[None]]
 
 MAX_ERROR_LENGTH = 2000
 # When a due job exists but could not be taken (another worker holds it), look again soon.
@@ -117,6 +120,21 @@ def decide(
     return "failed", when, error
 
 
+class WorkerHost(Protocol):
+    """What a job worker runs on: the database it claims from, the clock it stamps with, and
+    the ``job_*`` settings. ``bootstrap.Container`` is one; handlers get their own
+    collaborators when they are registered."""
+
+    @property
+    def db(self) -> Database: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def settings(self) -> Settings: ...
+
+
 def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
@@ -124,7 +142,7 @@ def default_worker_id() -> str:
 class JobWorker:
     def __init__(
         self,
-        container: Container,
+        host: WorkerHost,
         registry: HandlerRegistry,
         *,
         worker_id: str | None = None,
@@ -135,10 +153,9 @@ class JobWorker:
         max_idle_seconds: float | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        s = container.settings
-        self.container = container
-        self.db = container.db
-        self.clock = container.clock
+        s = host.settings
+        self.db = host.db
+        self.clock = host.clock
         self.registry = registry
         self.worker_id = (worker_id or default_worker_id())[:100]
         self.batch_size = batch_size or s.job_batch_size
@@ -222,7 +239,6 @@ class JobWorker:
             contact_id=row["contact_id"],
             enrollment_id=row["enrollment_id"],
             now=now,
-            deps=self.container,
         )
 
     async def execute(self, attempt: Attempt) -> Outcome:

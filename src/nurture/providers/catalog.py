@@ -12,9 +12,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from nurture.automation import Pack
 from nurture.config import Settings
 from nurture.errors import ConfigError
+from nurture.pack import Pack
 from nurture.providers.brevo.inbound import BrevoSource
 from nurture.providers.calcom.inbound import CalcomSource
 from nurture.providers.forms.inbound import FormSource

@@ -12,15 +12,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from nurture.automation import Located, Pack, load_pack
+from nurture.core.scoring import ScoringSpec
 from nurture.errors import ConfigError
+from nurture.pack import Located, Pack, load_pack
 from nurture.rules.expr import Expr, ExprSyntaxError
-from nurture.rules.models import (
-    ActionSpec,
-    RuleSpec,
-    ScoringSpec,
-    SegmentationSpec,
-)
+from nurture.rules.models import ActionSpec, RuleSpec, SegmentationSpec
 
 SCHEDULE = "schedule"
 

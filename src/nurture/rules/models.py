@@ -1,4 +1,5 @@
-"""The automation folder's ``rules``, ``segments`` and ``scoring`` sections as typed models.
+"""The automation folder's ``rules`` and ``segments`` sections as typed models (``scoring`` is
+``core.scoring``).
 
 These are the configuration as written (validated by pydantic so errors name the field); the
 compiled, ready-to-run forms live in ``book.py``.
@@ -6,14 +7,14 @@ compiled, ready-to-run forms live in ``book.py``.
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+from nurture.core.durations import format_duration, parse_duration
+
 RULE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$"
 
 # Effects applied in the event's transaction (unless delayed with ``after:``), and effects that
@@ -21,33 +22,6 @@ RULE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$"
 IMMEDIATE_ACTIONS = ("score", "tag", "untag", "set", "segment", "enroll", "exit", "suppress")
 EXTERNAL_ACTIONS = ("send_email", "send_sms", "task", "webhook")
 ACTION_KINDS = IMMEDIATE_ACTIONS + EXTERNAL_ACTIONS
-
-
-def parse_duration(value: Any) -> timedelta:
-    """``30s``, ``5m``, ``24h``, ``2d``, ``1h30m``; a bare integer is seconds."""
-    if isinstance(value, bool):
-        raise ValueError("must be a duration like 5m, 24h or 2d")
-    if isinstance(value, int):
-        seconds = value
-    else:
-        match = DURATION.match(str(value).strip())
-        if not match or not any(match.groups()):
-            raise ValueError(f"{value!r} is not a duration like 30s, 5m, 24h, 2d or 1h30m")
-        d, h, m, s = (int(g or 0) for g in match.groups())
-        seconds = ((d * 24 + h) * 60 + m) * 60 + s
-    if seconds < 0:
-        raise ValueError("must not be negative")
-    return timedelta(seconds=seconds)
-
-
-def format_duration(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    out = ""
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if seconds >= size:
-            out += f"{seconds // size}{unit}"
-            seconds %= size
-    return out or "0s"
 
 
 def _given(value: Any) -> bool:
@@ -196,62 +170,3 @@ class SegmentationSpec(Strict):
     description: str = ""
     if_: str | None = Field(None, alias="if")
     values: Annotated[list[SegmentValueSpec], Field(min_length=1)]
-
-
-class RecencyBand(Strict):
-    up_to: int = Field(ge=0)
-    penalty: int = Field(ge=0)
-
-
-class ScoringSpec(Strict):
-    """Weights of SPEC §4; the defaults reproduce the prototype's ``ScoreCalculator``."""
-
-    base: int = 50
-    min: int = 0
-    max: int = 100
-    rfm_weight: float = 10
-    rfm_max: float = 4
-    engagement_event_weight: int = 2
-    engagement_event_cap: int = 20
-    purchase_weight: int = 5
-    purchase_cap: int = 25
-    recency_bands: list[RecencyBand] = Field(
-        default_factory=lambda: [
-            RecencyBand(up_to=30, penalty=0),
-            RecencyBand(up_to=90, penalty=5),
-            RecencyBand(up_to=180, penalty=15),
-        ]
-    )
-    recency_beyond: int = Field(30, ge=0)
-    half_life: timedelta | None = None
-    # RFM bands belong to the purchases feature, which validates this sub-key itself.
-    rfm: dict[str, Any] | None = None
-    thresholds: list[int] = Field(default_factory=lambda: [80])
-    engagement_events: list[str] = Field(
-        default_factory=lambda: [
-            "email.opened",
-            "email.clicked",
-            "page.viewed",
-            "link.clicked",
-            "form.submitted",
-        ]
-    )
-
-    @field_validator("half_life", mode="before")
-    @classmethod
-    def _half_life(cls, value: Any) -> timedelta | None:
-        if value is None:
-            return None
-        delta = parse_duration(value)
-        if delta.total_seconds() <= 0:
-            raise ValueError("must be positive")
-        return delta
-
-    @model_validator(mode="after")
-    def _order(self) -> ScoringSpec:
-        if self.min >= self.max:
-            raise ValueError("min must be below max")
-        ups = [b.up_to for b in self.recency_bands]
-        if ups != sorted(set(ups)):
-            raise ValueError("recency_bands must be in increasing up_to order")
-        return self

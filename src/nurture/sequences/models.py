@@ -19,10 +19,11 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from nurture.automation import Located, Pack, load_pack
+from nurture.core.durations import format_duration, parse_duration
 from nurture.errors import ConfigError
+from nurture.pack import Located, Pack, load_pack
 from nurture.rules.expr import Expr, ExprSyntaxError
-from nurture.rules.models import RULE_ID, format_duration, parse_duration
+from nurture.rules.models import RULE_ID
 from nurture.sequences.plan import StepTiming, Window, parse_days, parse_hours, parse_offset
 
 STEP_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"

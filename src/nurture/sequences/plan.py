@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from nurture.clock import ensure_utc, scale_delay
-from nurture.rules.models import format_duration, parse_duration
+from nurture.core.durations import format_duration, parse_duration
 
 OFFSET = re.compile(r"^\s*([+-]?)\s*(.+?)\s*$")
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

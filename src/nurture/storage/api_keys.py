@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
-from nurture.storage.schema import api_keys
+from nurture.schema.tables import api_keys
 
 
 def digest(key: str) -> str:

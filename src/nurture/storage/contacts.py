@@ -20,8 +20,8 @@ from sqlalchemy import (
 )
 
 from nurture.core.contacts import ContactState
+from nurture.schema.tables import contacts, identities
 from nurture.storage.dialect import insert_ignore
-from nurture.storage.schema import contacts, identities
 
 _STATE_COLUMNS = (
     "first_name",

@@ -7,8 +7,8 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select
 
+from nurture.schema.tables import deliveries, endpoints
 from nurture.storage.dialect import upsert
-from nurture.storage.schema import deliveries, endpoints
 
 
 def disabled(conn: Connection, name: str) -> dict[str, Any] | None:

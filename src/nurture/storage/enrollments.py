@@ -10,8 +10,8 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, and_, bindparam, case, func, select, update
 
+from nurture.schema.tables import enrollment_steps, enrollment_tombstones, enrollments
 from nurture.storage.dialect import insert_ignore
-from nurture.storage.schema import enrollment_steps, enrollment_tombstones, enrollments
 
 ACTIVE = "active"
 ENDED = ("completed", "exited", "cancelled")

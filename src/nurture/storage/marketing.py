@@ -6,7 +6,7 @@ from __future__ import annotations
 import polars as pl
 from sqlalchemy import Connection, false, func, select
 
-from nurture.storage.schema import messages
+from nurture.schema.tables import messages
 
 # ``sending`` means the outcome is unknown (the provider may have accepted it): for a silence
 # window "maybe mailed" counts as mailed, at the time of that attempt.

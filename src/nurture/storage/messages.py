@@ -8,8 +8,8 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select, update
 
+from nurture.schema.tables import messages
 from nurture.storage.dialect import insert_ignore
-from nurture.storage.schema import messages
 
 # Statuses after which the key is settled: a replay or a second worker does nothing.
 FINAL = frozenset({"sent", "suppressed", "skipped"})

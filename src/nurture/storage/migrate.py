@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from nurture.schema.migrations import DIRECTORY
 from nurture.storage.engine import Database
 
-MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATIONS = DIRECTORY
 
 
 def _config(db: Database) -> Config:

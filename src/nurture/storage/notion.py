@@ -7,8 +7,8 @@ from typing import Any
 
 from sqlalchemy import Connection, select, update
 
+from nurture.schema.tables import notion_pages
 from nurture.storage.dialect import insert_ignore
-from nurture.storage.schema import notion_pages
 
 _KEY = (notion_pages.c.endpoint, notion_pages.c.contact_id)
 

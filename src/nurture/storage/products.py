@@ -8,8 +8,8 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from nurture.schema.tables import products
 from nurture.storage.dialect import insert_ignore, upsert
-from nurture.storage.schema import products
 
 
 def remember(conn: Connection, names: dict[str, str | None], now: datetime) -> None:

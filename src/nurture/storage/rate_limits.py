@@ -6,8 +6,8 @@ from datetime import datetime
 
 from sqlalchemy import Connection, select, update
 
+from nurture.schema.tables import rate_limits
 from nurture.storage.dialect import insert_ignore
-from nurture.storage.schema import rate_limits
 
 
 def take(conn: Connection, name: str, rate: float, burst: int, now: datetime) -> float:

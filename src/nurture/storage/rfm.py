@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, text
 
-from nurture.storage.schema import rfm_baselines
+from nurture.schema.tables import rfm_baselines
 
 
 def write_documents(conn: Connection, rows: Sequence[tuple[int, str]]) -> None:

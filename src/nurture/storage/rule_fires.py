@@ -7,8 +7,8 @@ from datetime import datetime
 
 from sqlalchemy import Connection, select
 
+from nurture.schema.tables import rule_fires, timeline
 from nurture.storage.dialect import upsert
-from nurture.storage.schema import rule_fires, timeline
 
 
 def last_fired(conn: Connection, contact_id: int, rule_ids: Sequence[str]) -> dict[str, datetime]:

@@ -7,8 +7,8 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from nurture.schema.tables import score_ledger
 from nurture.storage.encode import sqlite_time
-from nurture.storage.schema import score_ledger
 
 _COLUMNS = (
     "contact_id",

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from nurture.storage.schema import contacts, events
+from nurture.schema.tables import contacts, events
 
 # What the refresh always reads besides the columns the segmentations read.
 BASE_COLUMNS = ("id", "email", "segments", "score", "engagement", "rfm")

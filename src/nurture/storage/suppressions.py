@@ -7,8 +7,8 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, insert, or_, select
 
+from nurture.schema.tables import suppressions
 from nurture.storage.dialect import insert_ignore
-from nurture.storage.schema import suppressions
 
 
 def add(

@@ -7,8 +7,8 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from nurture.schema.tables import tasks
 from nurture.storage.dialect import insert_ignore
-from nurture.storage.schema import tasks
 
 
 def create(conn: Connection, row: dict[str, Any]) -> bool:

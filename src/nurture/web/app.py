@@ -12,8 +12,8 @@ from starlette.types import Receive, Scope, Send
 
 from nurture import __version__
 from nurture.bootstrap import Container
+from nurture.intake.ingest import Ingestor
 from nurture.providers.track.inbound import TrackSource
-from nurture.services.ingest import Ingestor
 from nurture.web import (
     admin,
     commerce,

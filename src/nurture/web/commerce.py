@@ -7,8 +7,9 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
-from nurture.automation.loader import load_pack
-from nurture.services import commerce, recommendations
+from nurture.commerce import purchases as commerce
+from nurture.commerce import recommendations
+from nurture.pack import load_pack
 from nurture.web.admin import resolve_contact_id
 from nurture.web.auth import require_api_key
 from nurture.web.state import web_state

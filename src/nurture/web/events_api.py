@@ -25,9 +25,9 @@ from starlette.responses import Response
 
 from nurture.bootstrap import build_processor
 from nurture.errors import FieldProblem, InvalidFields, NotFound
+from nurture.intake.process import EventProcessor
+from nurture.intake.results import descendants, event_outcome
 from nurture.providers.track.inbound import items_of, load_json, parse_canonical
-from nurture.services.event_results import descendants, event_outcome
-from nurture.services.process import EventProcessor
 from nurture.storage import events as event_store
 from nurture.web.auth import require_api_key
 from nurture.web.body import read_limited, require_media_type

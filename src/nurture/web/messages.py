@@ -9,9 +9,10 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
-from nurture.automation import load_pack
+from nurture.contacts import suppression
 from nurture.errors import NotFound
-from nurture.services import endpoint_state, suppression
+from nurture.integrations import endpoint_state
+from nurture.pack import load_pack
 from nurture.storage import messages as message_store
 from nurture.storage import suppressions as suppression_store
 from nurture.web.admin import resolve_contact_id

@@ -8,12 +8,12 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
+from nurture.automation.step import explain
 from nurture.core.contacts import ContactState
 from nurture.errors import NotFound
+from nurture.integrations.outbound import dry_run_as_run
 from nurture.rules.book import Automation, export_rules, load
 from nurture.rules.dryrun import contact_from_json, event_from_json
-from nurture.services.outbound import dry_run_as_run
-from nurture.services.rules import explain
 from nurture.storage import contacts as contact_store
 from nurture.storage import rule_fires
 from nurture.storage import tasks as task_store

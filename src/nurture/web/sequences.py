@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from nurture.bootstrap import Container
 from nurture.errors import Conflict, NotFound
-from nurture.services.sequences import SequenceService, enroll_contact, exit_enrollment
+from nurture.sequences import SequenceService, enroll_contact, exit_enrollment
 from nurture.storage import enrollments as store
 from nurture.web.auth import require_api_key
 from nurture.web.state import web_state

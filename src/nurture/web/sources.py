@@ -11,14 +11,14 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from nurture.automation import load_pack
 from nurture.core.events import InboundEvent
 from nurture.errors import NotConfigured, NotFound
+from nurture.intake.ingest import IngestOutcome
+from nurture.pack import load_pack
 from nurture.providers.brevo.inbound import BrevoSource
 from nurture.providers.calcom.inbound import CalcomSource
 from nurture.providers.catalog import build_sources
 from nurture.providers.forms.inbound import FORM_MEDIA, FormSource
-from nurture.services.ingest import IngestOutcome
 from nurture.web.state import WebState
 from nurture.web.webhooks import JSON, Delivery, Handler, Intake
 

@@ -8,8 +8,8 @@ from typing import Any
 from starlette.requests import Request
 
 from nurture.bootstrap import Container
+from nurture.intake.ingest import Ingestor
 from nurture.providers.track.inbound import TrackSource
-from nurture.services.ingest import Ingestor
 
 
 @dataclass

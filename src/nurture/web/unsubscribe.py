@@ -15,10 +15,10 @@ import html
 from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse
 
+from nurture.contacts import suppression
 from nurture.core.events import ContactRef, InboundEvent
 from nurture.errors import Unauthenticated
-from nurture.services import suppression
-from nurture.services.unsubscribe import read_token, signing_key
+from nurture.messaging.unsubscribe import read_token, signing_key
 from nurture.storage import contacts as contact_store
 from nurture.web.body import read_limited
 from nurture.web.state import WebState, web_state

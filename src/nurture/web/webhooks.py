@@ -29,8 +29,8 @@ from starlette.types import Receive, Scope, Send
 
 from nurture import logs
 from nurture.errors import NurtureError
+from nurture.intake.ingest import IngestOutcome
 from nurture.providers.track.inbound import WRITE_KEY_HEADER, parse_behavior
-from nurture.services.ingest import IngestOutcome
 from nurture.web.body import check_media_type, media_type_of, read_body
 from nurture.web.errors import problem, problem_for
 from nurture.web.state import WebState, web_state

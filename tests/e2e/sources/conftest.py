@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from nurture.automation.loader import DEFAULTS_DIR
 from nurture.clock import VirtualClock
 from nurture.config import Settings
-from nurture.storage.schema import events
+from nurture.pack import DEFAULTS_DIR
+from nurture.schema.tables import events
 from nurture.testing import Harness, harness, new_secret
 
 BREVO_TOKEN = "brevo-token-0123456789"

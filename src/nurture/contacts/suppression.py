@@ -1,0 +1,100 @@
+"""Suppression and consent: who may get marketing mail, and who may get mail at all.
+
+Hard bounce, complaint and unsubscribe suppress marketing mail; a hard-bounced (or erased)
+address gets no mail at all, transactional included. Rows are keyed by a hash of the address,
+so an erased contact stays suppressed without keeping the address itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+
+from sqlalchemy import Connection
+
+from nurture.contacts import refresh as contact_refresh
+from nurture.core.contacts import ContactState
+from nurture.core.events import normalise_email
+from nurture.storage import contacts as contact_store
+from nurture.storage import suppressions as store
+from nurture.storage import timeline as timeline_store
+
+REASONS = frozenset({"unsubscribed", "complained", "bounced", "erased", "manual"})
+# Reasons that block even transactional mail: the address does not exist (or must be forgotten).
+BLOCKS_ALL = frozenset({"bounced", "erased"})
+
+
+def email_hash(email: str | None) -> str | None:
+    if not email:
+        return None
+    normal = normalise_email(email) or email.strip().lower()
+    return hashlib.sha256(normal.encode()).hexdigest()
+
+
+def suppress(
+    conn: Connection,
+    contact: ContactState,
+    reason: str,
+    now: datetime,
+    *,
+    event_id: int | None = None,
+) -> bool:
+    """Record a suppression; ``True`` if it is new. The caller degrades ``contact.status``."""
+    if reason not in REASONS:
+        raise ValueError(f"unknown suppression reason {reason!r}")
+    return store.add(conn, contact.id, email_hash(contact.email), reason, now, event_id)
+
+
+def unsuppress(conn: Connection, contact: ContactState, reason: str | None = None) -> int:
+    """Lift suppressions (an explicit re-subscribe); the status resets when none remain."""
+    removed = store.remove(conn, contact.id, email_hash(contact.email), reason)
+    if (
+        not store.reasons(conn, contact.id, email_hash(contact.email))
+        and contact.status != "subscribed"
+    ):
+        contact.status = "subscribed"
+        contact.dirty = True
+    return removed
+
+
+def check(
+    conn: Connection, contact_id: int | None, email: str | None, *, transactional: bool
+) -> str | None:
+    """The reason this send must not happen, or ``None`` when it may."""
+    reasons = store.reasons(conn, contact_id, email_hash(email))
+    blocking = reasons & BLOCKS_ALL if transactional else reasons
+    return sorted(blocking)[0] if blocking else None
+
+
+def resubscribe(
+    conn: Connection, contact_id: int, now: datetime, *, by: str
+) -> dict[str, object] | None:
+    """The explicit re-subscribe (the person asked again): every suppression of the contact and
+    its address is lifted, the status goes back to ``subscribed``, and the timeline says who did
+    it. Events never do this; only this call does. ``None`` when there is no such contact."""
+    contact = contact_store.load(conn, contact_id)
+    if contact is None:
+        return None
+    lifted = sorted(store.reasons(conn, contact.id, email_hash(contact.email)))
+    previous = contact.status
+    store.remove(conn, contact.id, email_hash(contact.email))
+    if previous != "subscribed":
+        contact.status = "subscribed"
+        contact_store.save(conn, contact, now)
+        # Segmentations may read the status: the rules step recomputes them for this event.
+        contact_refresh.queue_changed(conn, [contact.id], now, "resubscribed")
+    detail = {"previous_status": previous, "lifted": lifted, "by": by}
+    timeline_store.append(
+        conn,
+        [
+            {
+                "contact_id": contact.id,
+                "event_id": None,
+                "at": now,
+                "kind": "contact.resubscribed",
+                "rule_id": None,
+                "detail": detail,
+            }
+        ],
+    )
+    return {"contact_id": contact.id, "status": "subscribed", **detail}

@@ -1,1 +1,0 @@
-"""Use cases that own the transaction: ingest, process, and the feature services."""
