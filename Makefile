@@ -31,9 +31,10 @@ test: $(STAMP) ## Run the whole test suite (PostgreSQL tests need NURTURE_TEST_D
 test-fast: $(STAMP) ## Run the suite without the slow system tests
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-lint: $(STAMP) ## Lint with ruff (and check formatting)
+lint: $(STAMP) ## Lint with ruff (and check formatting) and check the import layers
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	$(BIN)/lint-imports --no-cache
 
 fmt: $(STAMP) ## Format and auto-fix with ruff
 	$(BIN)/ruff format src tests bench

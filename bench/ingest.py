@@ -236,7 +236,7 @@ def make_requests(path: Path, count: int, build: Builder) -> None:
 
 def builders(secrets: dict[str, str], tag: str) -> dict[str, tuple[str, Builder]]:
     """Every source's route and a builder of distinct, validly signed deliveries."""
-    from nurture.testing.requests import (
+    from nurture.testing import (
         brevo_request,
         calcom_request,
         resend_request,

@@ -29,11 +29,12 @@ from nurture.config import Settings
 from nurture.pack import DEFAULTS_DIR, load_pack
 from nurture.providers.catalog import build_sources
 from nurture.providers.track.inbound import TrackSource
-from nurture.testing import new_secret, signed_json
-from nurture.testing.requests import (
+from nurture.testing import (
     brevo_request,
     calcom_request,
+    new_secret,
     resend_request,
+    signed_json,
     standard_request,
     stripe_request,
 )

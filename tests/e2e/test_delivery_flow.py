@@ -25,8 +25,8 @@ from nurture.contacts import suppression
 from nurture.storage import contacts as contact_store
 from nurture.storage import messages as message_store
 from nurture.storage import timeline as timeline_store
-from nurture.testing import Harness, harness, new_secret, signed_json
-from tests.integration.test_delivery_transports import Inbox, free_port
+from nurture.testing import Harness, free_port, harness, new_secret, signed_json
+from tests.integration.providers.test_transports import Inbox
 
 SECRET = new_secret()
 

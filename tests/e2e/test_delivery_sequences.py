@@ -34,15 +34,17 @@ from nurture.providers.http import new_client
 from nurture.schema.tables import enrollments, messages
 from nurture.storage import jobs as job_store
 from nurture.testing import (
+    FakeBrevo,
+    FakeResend,
     Harness,
     calcom_request,
+    free_port,
     harness,
     new_secret,
     signed_json,
     standard_request,
 )
-from tests.integration.delivery_fakes import FakeBrevo, FakeResend
-from tests.integration.test_delivery_transports import Inbox, free_port
+from tests.integration.providers.test_transports import Inbox
 
 FORMS_SECRET = new_secret()
 TRACK_SECRET = new_secret()

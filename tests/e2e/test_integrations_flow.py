@@ -25,8 +25,8 @@ from nurture.storage import endpoints as endpoint_store
 from nurture.storage import jobs as job_store
 from nurture.storage import messages as message_store
 from nurture.storage import timeline as timeline_store
-from nurture.testing import Harness, harness
-from tests.integration.integration_fakes import TOKEN, HookRecorder, NotionFake, serve
+from nurture.testing import Harness, HookRecorder, harness, serve
+from nurture.testing.notion import TOKEN, NotionFake
 
 DATABASE = "fedcba9876543210fedcba9876543210"
 WRITE_KEY = "wk_site"

@@ -22,7 +22,7 @@ from nurture.storage import endpoints as endpoint_store
 from nurture.storage import jobs as job_store
 from nurture.storage import tasks as task_store
 from nurture.testing import Harness, harness, new_secret, signed_json
-from tests.integration.test_delivery_transports import Receiver
+from tests.integration.providers.test_transports import Receiver
 
 TRACK = new_secret()
 HOOK = new_secret()

@@ -1,7 +1,7 @@
 """Brevo's or Resend's documented API over real HTTP on 127.0.0.1, for worker processes.
 
 The request checks are those of the ``httpx.MockTransport`` fakes in
-``tests.integration.delivery_fakes``; this only puts them behind a socket.
+``nurture.testing.provider_apis``; this only puts them behind a socket.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from tests.integration.delivery_fakes import FakeBrevo, FakeResend
+from nurture.testing import FakeBrevo, FakeResend
 
 WAIT_SECONDS = 60.0
 

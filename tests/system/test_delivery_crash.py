@@ -1,7 +1,7 @@
 """A worker SIGKILLed mid-send on PostgreSQL; a fresh ``nurture worker`` settles the e-mail.
 
 The provider is a real HTTP server on 127.0.0.1 speaking Resend's or Brevo's documented API
-(the request checks of ``tests.integration.delivery_fakes``). Two crash windows:
+(the request checks of ``nurture.testing.provider_apis``). Two crash windows:
 
 - ``claimed``: the ``messages`` row is claimed and committed, the provider has seen nothing
   (``tests.system.delivery_worker`` stops before its first request);
@@ -31,7 +31,7 @@ from nurture.storage import contacts as contact_store
 from nurture.storage import jobs as job_store
 from nurture.storage import messages as message_store
 from nurture.storage.engine import Database
-from tests.integration.delivery_fakes import FakeBrevo, FakeResend
+from nurture.testing import FakeBrevo, FakeResend
 from tests.system.provider_server import WAIT_SECONDS, ProviderServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]

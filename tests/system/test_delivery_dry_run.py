@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,17 +23,11 @@ from nurture.storage import contacts as contact_store
 from nurture.storage import messages as message_store
 from nurture.storage import migrate
 from nurture.storage.engine import Database
-from tests.integration.delivery_fakes import FakeResend
+from nurture.testing import FakeResend, free_port
 from tests.system.provider_server import WAIT_SECONDS, ProviderServer
 
 pytestmark = pytest.mark.slow
 NURTURE = str(Path(sys.executable).parent / "nurture")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def enqueue_email(db: Database, key: str) -> None:

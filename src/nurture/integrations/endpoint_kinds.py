@@ -6,7 +6,7 @@
   the endpoint has a secret;
 - ``discord``: ``{content, embeds}``; ``slack``: ``{text, blocks}`` (incoming webhooks).
 
-(``notion`` endpoints are not webhooks: ``services/notion_mirror.py`` keeps their pages.) The
+(``notion`` endpoints are not webhooks: ``integrations/notion.py`` keeps their pages.) The
 delivery layer's queue, rate limit, retries and delivery log are the same for every kind; only
 the body and headers differ, which is all this module decides.
 """

@@ -13,7 +13,7 @@ Each ``webhook`` job POSTs ``{"type", "timestamp", "data"}`` signed with Standar
 ``webhook-id`` is stable across retries. 2xx is done; 410 disables the endpoint; 408/429/3xx/5xx
 and network errors retry with backoff over hours; other 4xx fail at once. Every attempt is logged
 in ``deliveries``. Other ``kind``s (plain ``json`` with ``headers``, ``discord``, ``slack``)
-change only the body and signing: see ``services/endpoint_kinds.py``.
+change only the body and signing: see ``endpoint_kinds.py``.
 
 Each endpoint has a token bucket shared by every worker (``rate_per_second``; Discord and Slack
 get their documented webhook limits by default), and a 429's ``Retry-After`` pauses it.
@@ -73,7 +73,7 @@ class Endpoint(BaseModel):
     url_env: str | None = Field(default=None, pattern=r"^NURTURE_[A-Z0-9_]+$")
     secret: str | None = Field(default=None, repr=False)
     secret_env: str | None = Field(default=None, pattern=r"^NURTURE_[A-Z0-9_]+$")
-    # Bodies per kind: services/endpoint_kinds.py (``notion`` endpoints: services/notion_mirror).
+    # Bodies per kind: endpoint_kinds.py (``notion`` endpoints: notion.py).
     kind: str = Field(default="standard", pattern=r"^(standard|json|discord|slack)$")
     headers: dict[str, str] = Field(default_factory=dict)
     events: list[str] = Field(default_factory=list)
@@ -111,7 +111,7 @@ def load_endpoints(pack: Pack, settings: Settings) -> dict[str, tuple[Endpoint, 
     out: dict[str, tuple[Endpoint, str]] = {}
     for located, index, item in pack.items("endpoints"):
         if isinstance(item, dict) and item.get("kind") == "notion":
-            continue  # mirrored by services/notion_mirror.py, not a webhook
+            continue  # mirrored by integrations/notion.py, not a webhook
         endpoint = pack.validate_item(located, index, Endpoint, item)
         if endpoint.url_env is not None:
             urls = settings.secret_values(endpoint.url_env)

@@ -79,7 +79,7 @@ SAMPLE: dict[str, Any] = {
     "enrollment": {"id": 1, "sequence_id": "sample"},
     "step": {"id": "email-1"},
     "unsubscribe_url": "https://example.com/u/sample-token",
-    # the shape the recommendation campaign passes (services/recommendations.py)
+    # the shape the recommendation campaign passes (commerce/recommendations.py)
     "recommendations": [
         {
             "rank": 1,

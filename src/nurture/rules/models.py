@@ -88,7 +88,7 @@ class ActionSpec(Strict):
         if action == "send_sms" and self.send_sms is None and self.text is None:
             raise ValueError("send_sms needs a template name or text:")
         # Any action may carry ``after:``; a delayed immediate action becomes a ``rule_action``
-        # job that applies it later through the same path (see ``services/rules.py``).
+        # job that applies it later through the same path (see ``automation/step.py``).
         return self
 
     def export(self) -> dict[str, Any]:

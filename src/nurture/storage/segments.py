@@ -1,5 +1,5 @@
 """Reads behind bringing contacts' segmentations and lead scores up to date after a change made
-outside an event (``services/contact_refresh.py``)."""
+outside an event (``contacts/refresh.py``)."""
 
 from __future__ import annotations
 

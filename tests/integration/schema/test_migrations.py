@@ -1,4 +1,4 @@
-"""Migrating an empty database must build exactly the model in storage/schema.py."""
+"""Migrating an empty database must build exactly the model in schema/tables.py."""
 
 from __future__ import annotations
 

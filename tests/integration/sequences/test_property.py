@@ -27,13 +27,13 @@ from nurture.core.events import ContactRef, InboundEvent
 from nurture.intake.ingest import build_rows
 from nurture.jobs import HandlerRegistry, JobWorker
 from nurture.pack import DEFAULTS_DIR
-from nurture.providers.recording import RecordingEmail
 from nurture.schema.tables import enrollments, messages
 from nurture.sequences import register as register_sequences
 from nurture.storage import events as event_store
 from nurture.storage import jobs as job_store
+from nurture.testing import RecordingEmail
 from tests.conftest import START, fresh_sqlite_url
-from tests.integration.delivery_fakes import make_delivery
+from tests.helpers import make_delivery
 
 EMAIL = "ann@example.com"
 ACTIONS = st.sampled_from(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import email
-import socket
 import ssl
 import threading
 from collections.abc import Iterator
@@ -35,15 +34,8 @@ from nurture.providers.standard.outbound import WebhookPoster
 from nurture.storage import endpoints as endpoint_store
 from nurture.storage import messages as message_store
 from nurture.storage.engine import Database
-from nurture.testing import new_secret
-from tests.integration.delivery_fakes import Job, email_job, make_delivery, new_contact
-from tests.integration.integration_fakes import HookRecorder, serve
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from nurture.testing import HookRecorder, free_port, new_secret, serve
+from tests.helpers import Job, email_job, make_delivery, new_contact
 
 
 class Inbox:

@@ -1,5 +1,5 @@
-"""Column-wise cleaning of order-line rows (services/order_rows.py) and the CSV block reader
-(services/csv_blocks.py)."""
+"""Column-wise cleaning of order-line rows (commerce/order_rows.py) and the CSV block reader
+(commerce/csv_blocks.py)."""
 
 from __future__ import annotations
 

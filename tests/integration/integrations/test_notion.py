@@ -36,7 +36,8 @@ from nurture.pack import DEFAULTS_DIR, load_pack
 from nurture.providers.track.inbound import parse_canonical
 from nurture.storage import jobs as job_store
 from nurture.storage import notion as notion_store
-from tests.integration.integration_fakes import TOKEN, NotionFake, Scripted, serve
+from nurture.testing import Scripted, serve
+from nurture.testing.notion import TOKEN, NotionFake
 
 DATABASE = "0123456789abcdef0123456789abcdef"
 SCHEMA = {

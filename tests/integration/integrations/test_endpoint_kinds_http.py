@@ -24,8 +24,8 @@ from nurture.providers.standard.outbound import WebhookPoster
 from nurture.storage import contacts as contact_store
 from nurture.storage import endpoints as endpoint_store
 from nurture.storage.engine import Database
-from tests.integration.delivery_fakes import Job, new_contact
-from tests.integration.integration_fakes import HookRecorder, Scripted, serve
+from nurture.testing import HookRecorder, Scripted, serve
+from tests.helpers import Job, new_contact
 
 ALERT_PAYLOAD = """
     payload:

@@ -22,21 +22,13 @@ from nurture.messaging.ratelimit import RateLimiter
 from nurture.providers.brevo.sender import BrevoEmail, BrevoSms
 from nurture.providers.console.sender import ConsoleSms
 from nurture.providers.http import new_client
-from nurture.providers.recording import RecordingEmail
 from nurture.providers.resend.sender import ResendEmail
 from nurture.storage import contacts as contact_store
 from nurture.storage import messages as message_store
 from nurture.storage import rate_limits
 from nurture.storage.engine import Database
-from tests.integration.delivery_fakes import (
-    FakeBrevo,
-    FakeResend,
-    Job,
-    default_pack,
-    email_job,
-    make_delivery,
-    new_contact,
-)
+from nurture.testing import FakeBrevo, FakeResend, RecordingEmail
+from tests.helpers import Job, default_pack, email_job, make_delivery, new_contact
 
 
 def message(db: Database, key: str) -> dict[str, object]:

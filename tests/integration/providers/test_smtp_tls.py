@@ -26,8 +26,9 @@ from nurture.errors import ConfigError, ProviderError
 from nurture.providers.smtp.sender import SmtpEmail
 from nurture.storage import messages as message_store
 from nurture.storage.engine import Database
-from tests.integration.delivery_fakes import default_pack, email_job, make_delivery, new_contact
-from tests.integration.test_delivery_transports import authenticate, free_port
+from nurture.testing import free_port
+from tests.helpers import default_pack, email_job, make_delivery, new_contact
+from tests.integration.providers.test_transports import authenticate
 
 
 class TlsInbox:

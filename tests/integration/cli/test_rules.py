@@ -14,7 +14,7 @@ from nurture.intake.process import EventProcessor
 from nurture.pack import DEFAULTS_DIR
 from nurture.rules.book import load
 from nurture.storage.engine import Database
-from tests.integration.test_rules_step import insert
+from tests.integration.automation.test_step import insert
 
 runner = CliRunner()
 

@@ -24,7 +24,7 @@ from nurture.storage import jobs as job_store
 from nurture.storage import scores as score_store
 from nurture.storage import timeline as timeline_store
 from nurture.storage.engine import Database
-from tests.integration.test_rules_step import contact, insert, jobs_of, seed_rfm
+from tests.integration.automation.test_step import contact, insert, jobs_of, seed_rfm
 
 DELAYED_RULES = """
 rules:
