@@ -20,8 +20,7 @@ from rich.table import Table
 
 from nurture.bootstrap import Container
 from nurture.cli.common import console, container, fail
-from nurture.commerce import imports, recommendations
-from nurture.commerce import purchases as commerce
+from nurture.commerce import imports, purchases, recommendations
 from nurture.errors import NurtureError
 from nurture.pack import load_pack
 
@@ -45,9 +44,9 @@ REJECTS = typer.Option(
 )
 
 
-def _config(c: Container) -> commerce.CommerceConfig:
+def _config(c: Container) -> purchases.CommerceConfig:
     try:
-        return commerce.load_config(load_pack(c.settings.automation_dir))
+        return purchases.load_config(load_pack(c.settings.automation_dir))
     except NurtureError as exc:
         fail(str(exc))
 
@@ -170,9 +169,9 @@ def import_contacts(
 
 def _rfm(c: Container) -> None:
     now = c.clock.now()
-    result = commerce.recompute_all(c.db, now, _config(c))
+    result = purchases.recompute_all(c.db, now, _config(c))
     with c.db.begin() as conn:
-        commerce.schedule_nightly(conn, now)
+        purchases.schedule_nightly(conn, now)
     total = result.read_seconds + result.compute_seconds + result.write_seconds
     console.print(
         f"RFM recomputed for {result.contacts} contacts from {result.orders} orders in "

@@ -22,7 +22,7 @@ from nurture.storage import tasks as task_store
 from nurture.storage.engine import Database
 
 TASK_CREATED = "task.created"
-# Endpoint names subscribed to an announcement type (``integrations.outbound.Outbound.subscribers``).
+# Endpoint names subscribed to an announcement type (``outbound.Outbound.subscribers``).
 Subscribers = Callable[[str], Sequence[str]]
 
 

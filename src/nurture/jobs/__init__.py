@@ -2,7 +2,8 @@
 
 Features enqueue inside their own transaction and register handlers in
 ``bootstrap.build_registry``; the worker runs them with retries, and nothing in memory stands
-for a pending job.
+for a pending job. Imports ``storage`` (its SQL is ``storage/jobs.py``) and the pure layers,
+never a feature: handlers come in through the registry.
 """
 
 from __future__ import annotations

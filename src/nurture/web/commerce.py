@@ -7,8 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
-from nurture.commerce import purchases as commerce
-from nurture.commerce import recommendations
+from nurture.commerce import purchases, recommendations
 from nurture.pack import load_pack
 from nurture.web.admin import resolve_contact_id
 from nurture.web.auth import require_api_key
@@ -44,7 +43,7 @@ def get_recommendations(
     (At Risk), win-back best sellers (Churn, no purchase), each with its reason."""
     container = web_state(request).container
     contact_id = resolve_contact_id(request, ref)
-    config = commerce.load_config(load_pack(container.settings.automation_dir))
+    config = purchases.load_config(load_pack(container.settings.automation_dir))
     return recommendations.for_contact(
         container.db, contact_id, container.clock.now(), config, n, _models(request)
     )
