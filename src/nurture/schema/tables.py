@@ -452,3 +452,23 @@ notion_pages = Table(
     Column("synced_at", UtcDateTime, nullable=True),
     Column("requested_at", UtcDateTime, nullable=False),
 )
+
+# --- 0008 audit ---------------------------------------------------------------------------------
+
+# Who changed what through a page, the API or the CLI. Kept apart from the timeline because an
+# erasure deletes the contact's timeline but must keep the record that it happened and who did it.
+# ``actor`` is "user:<name>", "key:<name>" or "cli:<os user>"; ``client_addr`` is the address the
+# trusted-proxy rules resolved (NULL for the CLI).
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("at", UtcDateTime, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("action", String(100), nullable=False),
+    Column("target_kind", String(50), nullable=True),
+    Column("target_id", String(320), nullable=True),
+    Column("detail", Json, nullable=False),
+    Column("client_addr", String(64), nullable=True),
+    Index("ix_audit_log_target_kind_target_id", "target_kind", "target_id"),
+)
