@@ -5,6 +5,7 @@ Nothing else in nurture reads the environment: a test builds a ``Settings`` by h
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -29,6 +30,32 @@ def normalise_database_url(url: str) -> str:
     return url
 
 
+def parse_trusted_proxies(value: str) -> list[str]:
+    """``NURTURE_TRUSTED_PROXIES``: addresses or networks, comma- or space-separated.
+
+    uvicorn would take a malformed entry as a literal host name that never matches, so a typo
+    silently trusted nobody (or, with ``*``, everybody); here each entry must be an IP address
+    or a network without host bits.
+    """
+    out = []
+    for item in value.replace(",", " ").split():
+        if item == "*":
+            raise ValueError(
+                "'*' would believe X-Forwarded-For from any client; list the proxies' addresses"
+            )
+        try:
+            if "/" not in item:
+                out.append(str(ipaddress.ip_address(item)))
+                continue
+            loose = ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address or network") from None
+        if loose.network_address != ipaddress.ip_address(item.split("/", 1)[0]):
+            raise ValueError(f"{item!r} has host bits set; did you mean {loose}?")
+        out.append(str(loose))
+    return out
+
+
 class Settings(BaseSettings):
     """Every ``NURTURE_*`` variable nurture understands."""
 
@@ -42,6 +69,12 @@ class Settings(BaseSettings):
     time_scale: float = Field(default=1.0, gt=0)
     log_level: str = "INFO"
     db_busy_timeout_ms: int = Field(default=10_000, ge=0)
+
+    # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (IPs or CIDR
+    # networks); empty: none, the client address is the peer of the TCP connection.
+    trusted_proxies: str = ""
+    # On SIGTERM, how long in-flight HTTP requests may take before they are cut off.
+    shutdown_grace_seconds: int = Field(default=20, ge=0, le=3600)
 
     # Inbound
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
@@ -107,6 +140,15 @@ class Settings(BaseSettings):
     @classmethod
     def _database_url(cls, value: str) -> str:
         return normalise_database_url(value)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, value: str) -> str:
+        return " ".join(parse_trusted_proxies(value))
+
+    @property
+    def trusted_proxy_list(self) -> list[str]:
+        return self.trusted_proxies.split()
 
     @property
     def is_sqlite(self) -> bool:

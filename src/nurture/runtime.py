@@ -9,7 +9,7 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterator, Sequence
 from typing import Any
 
 import uvicorn
@@ -144,13 +144,29 @@ def run(main: Coroutine[Any, Any, None]) -> None:
         runner.run(main)
 
 
-async def serve(app: object, host: str, port: int, worker: Worker | None = None) -> None:
-    """Serve HTTP (and, for ``up``, run the worker in the same event loop) until SIGTERM/SIGINT.
+def proxy_options(trusted_proxies: Sequence[str]) -> dict[str, Any]:
+    """uvicorn's own ``ProxyHeadersMiddleware``, for the configured proxies only.
 
-    On a stop signal uvicorn stops accepting and finishes in-flight requests; the worker then
-    finishes its current batch and returns.
+    uvicorn's default believes X-Forwarded-For from 127.0.0.1 (or ``$FORWARDED_ALLOW_IPS``);
+    nurture believes nobody unless ``NURTURE_TRUSTED_PROXIES`` names the proxy, so a client
+    cannot choose the address its requests are recorded, allowlisted and audited under. Behind
+    a trusted proxy the client is the right-most address in X-Forwarded-For that is not itself
+    a trusted proxy, and X-Forwarded-Proto sets the scheme.
     """
-    config = uvicorn.Config(
+    if not trusted_proxies:
+        return {"proxy_headers": False, "forwarded_allow_ips": []}
+    return {"proxy_headers": True, "forwarded_allow_ips": list(trusted_proxies)}
+
+
+def server_config(
+    app: object,
+    host: str,
+    port: int,
+    *,
+    trusted_proxies: Sequence[str] = (),
+    grace_seconds: int | None = None,
+) -> uvicorn.Config:
+    return uvicorn.Config(
         app,  # type: ignore[arg-type]
         host=host,
         port=port,
@@ -158,6 +174,29 @@ async def serve(app: object, host: str, port: int, worker: Worker | None = None)
         access_log=False,
         lifespan="on",
         server_header=False,
+        timeout_graceful_shutdown=grace_seconds,
+        **proxy_options(trusted_proxies),
+    )
+
+
+async def serve(
+    app: object,
+    host: str,
+    port: int,
+    worker: Worker | None = None,
+    *,
+    trusted_proxies: Sequence[str] = (),
+    grace_seconds: int | None = None,
+) -> None:
+    """Serve HTTP (and, for ``up``, run the worker in the same event loop) until SIGTERM/SIGINT.
+
+    On a stop signal uvicorn stops accepting, closes idle keep-alive connections and lets
+    in-flight requests finish (each is answered only once its events are committed) for up to
+    ``grace_seconds``; then the app's shutdown waits for the ingest commits still running, and
+    the worker finishes its current batch and hands back or finishes its jobs.
+    """
+    config = server_config(
+        app, host, port, trusted_proxies=trusted_proxies, grace_seconds=grace_seconds
     )
     # The ingest writer thread and the event loop hand work to each other on every request; at
     # the default 5 ms GIL switch interval each hand-off can wait a full interval.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets as pysecrets
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -53,6 +54,13 @@ def _where(s: Settings) -> str:
     return f"http://{s.host}:{s.port} ({db})"
 
 
+def _serve_options(s: Settings) -> dict[str, Any]:
+    return {
+        "trusted_proxies": s.trusted_proxy_list,
+        "grace_seconds": s.shutdown_grace_seconds,
+    }
+
+
 @app.command()
 def up(
     host: str | None = HOST,
@@ -75,7 +83,7 @@ def up(
         f"nurture listening on {_where(c.settings)}, worker in-process",
         highlight=False,
     )
-    run(serve(web, c.settings.host, c.settings.port, worker))
+    run(serve(web, c.settings.host, c.settings.port, worker, **_serve_options(c.settings)))
 
 
 @app.command("serve")
@@ -90,7 +98,7 @@ def serve_cmd(host: str | None = HOST, port: int | None = PORT) -> None:
         f"nurture API listening on {_where(c.settings)}",
         highlight=False,
     )
-    run(serve(web, c.settings.host, c.settings.port))
+    run(serve(web, c.settings.host, c.settings.port, **_serve_options(c.settings)))
 
 
 @app.command()

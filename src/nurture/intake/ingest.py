@@ -73,6 +73,7 @@ def build_rows(
     content_type: str | None,
     received_at: datetime,
     partitions: int,
+    client_addr: str | None = None,
 ) -> Rows:
     single = len(events) == 1
     rows = []
@@ -94,6 +95,7 @@ def build_rows(
                 "received_at": received_at,
                 "occurred_at": ev.occurred_at or received_at,
                 "depth": 0,
+                "client_addr": client_addr,
             }
         )
     return rows
@@ -174,7 +176,11 @@ class Ingestor:
     # -- async: group commit driven from the event loop -------------------------------------
 
     async def submit(
-        self, events: Sequence[InboundEvent], raw: bytes | None, content_type: str | None
+        self,
+        events: Sequence[InboundEvent],
+        raw: bytes | None,
+        content_type: str | None,
+        client_addr: str | None = None,
     ) -> IngestOutcome:
         loop = asyncio.get_running_loop()
         waiting = self._waiting.get(loop)
@@ -182,7 +188,7 @@ class Ingestor:
             waiting = self._waiting_for(loop)
         future: asyncio.Future[IngestOutcome] = loop.create_future()
         waiting.rows.append(
-            build_rows(events, raw, content_type, self.clock.now(), self.partitions)
+            build_rows(events, raw, content_type, self.clock.now(), self.partitions, client_addr)
         )
         waiting.futures.append(future)
         if not waiting.scheduled and waiting.running < self._writers:

@@ -92,6 +92,9 @@ events = Table(
     Column("error", Text, nullable=True),
     Column("depth", Integer, nullable=False, server_default=text("0")),
     Column("parent_id", Id, nullable=True),
+    # 0010: where a webhook delivery came from (the client's address behind a trusted proxy);
+    # NULL for events nurture derived itself or imported.
+    Column("client_addr", String(64), nullable=True),
     Index(
         "ix_events_pending",
         "partition",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -44,6 +44,9 @@ class Database:
         self._writer = threading.RLock()
         self._busy_timeout = busy_timeout_ms / 1000
         self.dialect = "sqlite" if self.is_sqlite else "postgresql"
+        # Transactions that failed for want of a database (locked, unreachable): /metrics.
+        self.unavailable_errors = 0
+        self._errors_lock = threading.Lock()
         if self.is_sqlite:
             memory = url in ("sqlite://", "sqlite:///:memory:")
             kwargs: dict[str, Any] = {
@@ -105,20 +108,25 @@ class Database:
             # Bounded like SQLite's own wait, so a thread waiting on a writer that waits on it
             # gets StorageUnavailable instead of hanging.
             if not self._writer.acquire(timeout=self._busy_timeout):
+                self._count_error()
                 raise StorageUnavailable("database unavailable: database is locked")
             try:
-                with translate_errors(), self.engine.begin() as conn:
+                with translate_errors(self._count_error), self.engine.begin() as conn:
                     yield conn
             finally:
                 self._writer.release()
             return
-        with translate_errors(), self.engine.begin() as conn:
+        with translate_errors(self._count_error), self.engine.begin() as conn:
             yield conn
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        with translate_errors(), self.read_engine.connect() as conn:
+        with translate_errors(self._count_error), self.read_engine.connect() as conn:
             yield conn
+
+    def _count_error(self) -> None:
+        with self._errors_lock:
+            self.unavailable_errors += 1
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -127,7 +135,7 @@ class Database:
 
 
 @contextmanager
-def translate_errors() -> Iterator[None]:
+def translate_errors(on_error: Callable[[], None] | None = None) -> Iterator[None]:
     """A locked or unreachable database becomes ``StorageUnavailable`` (HTTP 503, sender retries).
 
     Integrity and programming errors are bugs or conflicts and pass through unchanged.
@@ -135,4 +143,6 @@ def translate_errors() -> Iterator[None]:
     try:
         yield
     except (exc.OperationalError, exc.InterfaceError) as err:
+        if on_error is not None:
+            on_error()
         raise StorageUnavailable(f"database unavailable: {err.orig or err}") from err

@@ -48,6 +48,7 @@ INSERT_COLUMNS = (
     "occurred_at",
     "depth",
     "parent_id",
+    "client_addr",
 )
 _TIMES = frozenset({"available_at", "received_at", "occurred_at"})
 # SQLite allows 32,766 bound variables per statement.
@@ -346,3 +347,14 @@ def search(
 def count_by_status(conn: Connection) -> dict[str, int]:
     rows = conn.execute(select(events.c.status, func.count()).group_by(events.c.status))
     return {r[0]: r[1] for r in rows}
+
+
+def oldest_available(conn: Connection, now: datetime) -> datetime | None:
+    """When the longest-waiting pending event became processable (a retry's ``available_at``
+    is its backoff, so a retrying event is not counted as lagging before it is due)."""
+    value: datetime | None = conn.execute(
+        select(func.min(events.c.available_at)).where(
+            events.c.status == "pending", events.c.available_at <= now
+        )
+    ).scalar_one()
+    return value

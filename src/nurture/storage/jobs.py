@@ -607,6 +607,24 @@ def oldest_due(conn: Connection, now: datetime) -> tuple[int, datetime | None]:
     return int(row[0]), oldest
 
 
+def count_by_kind_status(conn: Connection) -> dict[tuple[str, str], int]:
+    """``{(kind, status): count}``, for /metrics (dead jobs per kind)."""
+    rows = conn.execute(
+        select(jobs.c.kind, jobs.c.status, func.count()).group_by(jobs.c.kind, jobs.c.status)
+    )
+    return {(r[0], r[1]): r[2] for r in rows}
+
+
+def due_by_kind(conn: Connection, now: datetime) -> dict[str, tuple[int, datetime]]:
+    """Per kind: how many jobs are due and not yet taken, and the oldest ``run_at`` among them."""
+    rows = conn.execute(
+        select(jobs.c.kind, func.count(), func.min(jobs.c.run_at))
+        .where(IS_DUE, jobs.c.run_at <= now)
+        .group_by(jobs.c.kind)
+    )
+    return {r[0]: (int(r[1]), r[2]) for r in rows}
+
+
 # -- PostgreSQL notifications --------------------------------------------------------------------
 
 

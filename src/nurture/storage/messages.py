@@ -180,3 +180,13 @@ def search(
     if before_id is not None:
         stmt = stmt.where(messages.c.id < before_id)
     return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
+def count_by_provider_status(conn: Connection) -> dict[tuple[str, str, str], int]:
+    """``{(channel, provider, status): count}``, for /metrics (send failures per provider)."""
+    rows = conn.execute(
+        select(messages.c.channel, messages.c.provider, messages.c.status, func.count()).group_by(
+            messages.c.channel, messages.c.provider, messages.c.status
+        )
+    )
+    return {(r[0], r[1], r[2]): r[3] for r in rows}

@@ -93,6 +93,7 @@ def create_app(
     )
     state = WebState(container=container, ingestor=ingestor, track=track)
     app.state.nurture = state
+    state.metrics.watch(container)
     errors.install(app)
     intake = Intake(state, log_requests=access_log)
     webhooks.install(intake)

@@ -168,7 +168,8 @@ async def post_events(
     raw = await read_limited(request, settings.max_body_bytes)
     ctype = require_media_type(request, JSON)
     events = parse_events(raw, settings.max_batch_events)
-    outcome = await state.ingestor.submit(events, raw, ctype)
+    client = request.client.host if request.client else None
+    outcome = await state.ingestor.submit(events, raw, ctype, client)
     event_ids = outcome.accepted + outcome.duplicates
     if not wait:
         return _json(outcome.body(), outcome.status_code)

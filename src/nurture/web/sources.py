@@ -40,9 +40,9 @@ def install(intake: Intake) -> None:
     intake.post("/webhooks/generic/{source_id}", generic)
     intake.post("/webhooks/forms/{form_id}", form, cors=True)
     # compatibility routes for users of the prototypes, same verification as above
-    intake.post("/webhook/email", _provider("brevo", legacy=True))
-    intake.post("/webhook/calcom-booking", _provider("calcom", legacy=True))
-    intake.post("/webhook/christmas-signup", christmas_signup, cors=True)
+    intake.post("/webhook/email", _provider("brevo", legacy=True), source="brevo")
+    intake.post("/webhook/calcom-booking", _provider("calcom", legacy=True), source="calcom")
+    intake.post("/webhook/christmas-signup", christmas_signup, cors=True, source="forms")
 
 
 def _source(st: WebState, key: str) -> Any:
@@ -72,7 +72,7 @@ async def _receive(st: WebState, d: Delivery, key: str, parse: Parse) -> IngestO
     source.verify(d.headers, raw, st.container.clock.now())
     ctype = d.media_type(JSON)
     events = _whole_delivery(parse(source, raw, d), raw)
-    return await st.ingestor.submit(events, raw, ctype)
+    return await st.ingestor.submit(events, raw, ctype, d.client_host)
 
 
 def _modern(source: Any, raw: bytes, d: Delivery) -> list[InboundEvent]:
@@ -106,7 +106,7 @@ async def _submit_form(st: WebState, d: Delivery, form_id: str) -> IngestOutcome
     form.authenticate(d.headers, raw, st.container.clock.now(), d.query)
     ctype = d.media_type(JSON, FORM_MEDIA)
     events = form.parse(raw, d.headers)
-    return await st.ingestor.submit(events, raw, ctype)
+    return await st.ingestor.submit(events, raw, ctype, d.client_host)
 
 
 async def form(st: WebState, d: Delivery) -> IngestOutcome:

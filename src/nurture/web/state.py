@@ -10,6 +10,7 @@ from starlette.requests import Request
 from nurture.bootstrap import Container
 from nurture.intake.ingest import Ingestor
 from nurture.providers.track.inbound import TrackSource
+from nurture.web.metrics import Metrics
 
 
 @dataclass
@@ -18,6 +19,7 @@ class WebState:
     ingestor: Ingestor
     track: TrackSource
     sources: dict[str, Any] = field(default_factory=dict)
+    metrics: Metrics = field(default_factory=Metrics)
 
 
 def web_state(request: Request) -> WebState:

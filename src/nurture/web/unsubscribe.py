@@ -88,7 +88,8 @@ async def unsubscribe(token: str, request: Request) -> HTMLResponse:
             data={"method": method, "contact_id": contact_id},
             occurred_at=now,
         )
-        await state.ingestor.submit([event], None, None)
+        client = request.client.host if request.client else None
+        await state.ingestor.submit([event], None, None, client)
     return page(
         "You are unsubscribed", "<p>You will not receive marketing e-mails from us any more.</p>"
     )

@@ -33,6 +33,7 @@ from nurture.intake.ingest import IngestOutcome
 from nurture.providers.track.inbound import WRITE_KEY_HEADER, parse_behavior
 from nurture.web.body import check_media_type, media_type_of, read_body
 from nurture.web.errors import problem, problem_for
+from nurture.web.metrics import SourceMetrics
 from nurture.web.state import WebState, web_state
 
 JSON = "application/json"
@@ -103,10 +104,13 @@ _JSON_HEADER = (b"content-type", JSON.encode())
 class WebhookEndpoint:
     """One webhook route as an ASGI app."""
 
-    def __init__(self, state: WebState, handler: Handler, cors: Cors | None) -> None:
+    def __init__(
+        self, state: WebState, handler: Handler, cors: Cors | None, metrics: SourceMetrics
+    ) -> None:
         self.state = state
         self.handler = handler
         self.cors = cors
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.handle(scope, receive, send)
@@ -119,8 +123,10 @@ class WebhookEndpoint:
         except NurtureError as exc:
             response = problem_for(exc)
         except ClientDisconnect:
+            self.metrics.answered(499, 0)
             return 499
         except Exception:
+            self.metrics.answered(500, 0)
             # As ServerErrorMiddleware does for the other routes: answer 500, then re-raise so
             # the server logs the traceback (and the test client raises it).
             with contextlib.suppress(Exception):
@@ -136,10 +142,12 @@ class WebhookEndpoint:
                 {"type": "http.response.start", "status": outcome.status_code, "headers": headers}
             )
             await send({"type": "http.response.body", "body": body})
+            self.metrics.answered(outcome.status_code, len(outcome.accepted))
             return outcome.status_code
         if self.cors is not None:
             response.headers.update(self.cors.headers(delivery.headers.get("origin")))
         await response(scope, receive, send)
+        self.metrics.answered(response.status_code, 0)
         return response.status_code
 
 
@@ -155,8 +163,13 @@ class Intake:
         # "/webhooks/forms/{form_id}": (prefix, parameter name, endpoint); one trailing segment.
         self._prefixed: list[tuple[str, str, WebhookEndpoint]] = []
 
-    def post(self, path: str, handler: Handler, *, cors: bool = False) -> None:
-        endpoint = WebhookEndpoint(self.state, handler, self.cors if cors else None)
+    def post(
+        self, path: str, handler: Handler, *, cors: bool = False, source: str | None = None
+    ) -> None:
+        """``source`` labels the route's metrics; by default the segment after ``/webhooks/``."""
+        label = source or path.split("/")[2]
+        metrics = self.state.metrics.source(label)
+        endpoint = WebhookEndpoint(self.state, handler, self.cors if cors else None, metrics)
         self.routes.append(Route(path, endpoint, methods=["POST"]))
         if cors:
             self.routes.append(Route(path, preflight, methods=["OPTIONS"]))
@@ -219,7 +232,7 @@ async def track(st: WebState, d: Delivery) -> IngestOutcome:
     events = source.parse(raw, d.headers)
     if mode == "write_key":
         source.check_write_key_scope(events)
-    return await st.ingestor.submit(events, raw, ctype)
+    return await st.ingestor.submit(events, raw, ctype, d.client_host)
 
 
 async def behavior(st: WebState, d: Delivery) -> IngestOutcome:
@@ -231,9 +244,9 @@ async def behavior(st: WebState, d: Delivery) -> IngestOutcome:
     events = parse_behavior(raw)
     if mode == "write_key":
         source.check_write_key_scope(events)
-    return await st.ingestor.submit(events, raw, ctype)
+    return await st.ingestor.submit(events, raw, ctype, d.client_host)
 
 
 def install(intake: Intake) -> None:
     intake.post("/webhooks/track", track, cors=True)
-    intake.post("/webhook/behavior", behavior)
+    intake.post("/webhook/behavior", behavior, source="track")

@@ -635,10 +635,10 @@ def test_admin_api_lists_retries_and_cancels(
         assert metrics.status_code == 200
         assert metrics.headers["content-type"].startswith("text/plain")
         body = metrics.text
-        assert 'nurture_jobs{status="scheduled"} 1.0' in body
-        assert 'nurture_jobs{status="cancelled"} 1.0' in body
-        assert "nurture_jobs_due 1.0" in body
-        assert "nurture_jobs_lateness_seconds 120.0" in body
+        assert 'nurture_jobs{kind="work",status="scheduled"} 1.0' in body
+        assert 'nurture_jobs{kind="work",status="cancelled"} 1.0' in body
+        assert 'nurture_jobs_due{kind="work"} 1.0' in body
+        assert 'nurture_jobs_lateness_seconds{kind="work"} 120.0' in body
     c.close()
 
 
