@@ -1,0 +1,330 @@
+"""SIGTERM drains, with real processes (what systemd's ``systemctl stop`` sends).
+
+- ``nurture serve`` under load: it stops accepting, answers the requests it has, and exits 0;
+  every event it answered 202 for is in the database.
+- ``nurture worker`` with e-mails held at the provider: within NURTURE_JOB_GRACE_SECONDS the
+  jobs finish; past it they are handed back at once (``scheduled``, the attempt refunded),
+  none left ``running`` until its lease expires, and the next worker delivers each e-mail once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from nurture import jobs
+from nurture.schema.tables import events
+from nurture.storage import contacts as contact_store
+from nurture.storage import jobs as job_store
+from nurture.storage import messages as message_store
+from nurture.storage.engine import Database
+from nurture.testing import FakeResend, new_secret, signed_json
+from tests.system.serving import NURTURE, ROOT, WAIT_SECONDS, nurture_serve
+
+pytestmark = pytest.mark.slow
+
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=BACKENDS)
+def url(request: pytest.FixtureRequest) -> str:
+    name = "sqlite_url" if request.param == "sqlite" else "pg_url"
+    return str(request.getfixturevalue(name))
+
+
+def wait_for(what: str, ready: Callable[[], bool], proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        if ready():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"process exited with {proc.returncode} before {what}")
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+# -- nurture serve ----------------------------------------------------------------------------
+
+
+class Load:
+    """Threads posting signed events over keep-alive connections until the server goes away."""
+
+    def __init__(self, base: str, secret: str, threads: int = 6) -> None:
+        self.base, self.secret = base, secret
+        self.accepted: dict[str, int] = {}  # sender's event id -> nurture's event id
+        self.refused: list[str] = []  # anything but a 202 or a closed connection
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.threads = [threading.Thread(target=self._post) for _ in range(threads)]
+
+    def _post(self) -> None:
+        with httpx.Client(base_url=self.base, timeout=30) as client:
+            while True:
+                event_id = uuid.uuid4().hex
+                event = {
+                    "id": event_id,
+                    "type": "page.viewed",
+                    "contact": {"email": f"{event_id[:8]}@example.com"},
+                    "data": {"url": "/load"},
+                }
+                body, headers = signed_json(self.secret, event, datetime.now(UTC))
+                try:
+                    r = client.post("/webhooks/track", content=body, headers=headers)
+                except httpx.TransportError as exc:
+                    # Refused or closed once the server stops accepting: not acknowledged,
+                    # the sender retries. Before SIGTERM it is a failure.
+                    if not self.stopping.is_set():
+                        with self.lock:
+                            self.refused.append(f"before SIGTERM: {exc!r}")
+                    return
+                with self.lock:
+                    if r.status_code == 202:
+                        self.accepted[event_id] = r.json()["event_ids"][0]
+                    else:
+                        self.refused.append(f"{r.status_code} {r.text}")
+
+    def __enter__(self) -> Load:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        for t in self.threads:
+            t.join(WAIT_SECONDS)
+
+
+def test_serve_answers_what_it_has_and_every_202_is_committed(url: str, tmp_path: Path) -> None:
+    secret = new_secret()
+    env = {
+        **os.environ,
+        "NURTURE_DATABASE_URL": url,
+        "NURTURE_TRACK_SECRET": secret,
+        "NURTURE_SHUTDOWN_GRACE_SECONDS": "20",
+    }
+    log = tmp_path / "serve.log"
+    with nurture_serve(env, log) as (base, proc), Load(base, secret) as load:
+        wait_for("200 accepted events", lambda: len(load.accepted) >= 200, proc)
+        load.stopping.set()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=WAIT_SECONDS)
+    assert code == 0, log.read_text()[-3000:]
+    assert load.refused == []
+    db = Database(url)
+    try:
+        with db.read() as conn:
+            stored = dict(
+                conn.execute(
+                    select(events.c.dedupe_key, events.c.id).where(events.c.source == "track")
+                ).all()
+            )
+    finally:
+        db.dispose()
+    missing = {k: v for k, v in load.accepted.items() if stored.get(f"track:id:{k}") != v}
+    assert missing == {}, f"{len(missing)} of {len(load.accepted)} acknowledged events lost"
+
+
+# -- nurture worker ---------------------------------------------------------------------------
+
+
+class HeldProvider:
+    """Resend's documented API over real HTTP; every answer is held until ``release``."""
+
+    def __init__(self) -> None:
+        self.fake = FakeResend()
+        self.release = threading.Event()
+        self.lock = threading.Lock()
+        self.arrived = 0
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length)
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                request = httpx.Request(
+                    "POST", "https://api.resend.com" + self.path, headers=headers, content=body
+                )
+                with outer.lock:
+                    response = outer.fake.handle(request)
+                    outer.arrived += 1
+                outer.release.wait(WAIT_SECONDS)
+                try:
+                    self.send_response(response.status_code)
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-length", str(len(response.content)))
+                    self.end_headers()
+                    self.wfile.write(response.content)
+                except OSError:
+                    pass  # the worker gave up on this attempt
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        return Handler
+
+    def __enter__(self) -> HeldProvider:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+EMAILS = 4
+
+
+def enqueue_emails(db: Database) -> list[str]:
+    now = datetime.now(UTC)
+    keys = []
+    with db.begin() as conn:
+        for i in range(EMAILS):
+            contact = contact_store.create(conn, f"c{i}@example.com", now, {"first_name": "Cy"})
+            key = f"seq:stop:{i}"
+            jobs.enqueue(
+                conn,
+                kind="send_email",
+                key=key,
+                run_at=now,
+                contact_id=contact.id,
+                payload={
+                    "template": "thank_you",
+                    "contact_id": contact.id,
+                    "event_id": None,
+                    "rule_id": None,
+                    "enrollment_id": None,
+                    "step_id": "stop",
+                    "transactional": True,
+                    "vars": {},
+                },
+            )
+            keys.append(key)
+    return keys
+
+
+def job_rows(db: Database, keys: list[str]) -> list[dict[str, Any]]:
+    with db.read() as conn:
+        return [job_store.get_by_key(conn, k) or {} for k in keys]
+
+
+def message_rows(db: Database, keys: list[str]) -> list[dict[str, Any]]:
+    with db.read() as conn:
+        return [message_store.get_by_key(conn, k) or {} for k in keys]
+
+
+@pytest.fixture
+def worker_env(url: str) -> Iterator[tuple[Database, dict[str, str]]]:
+    db = Database(url)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "NURTURE_DATABASE_URL": url,
+        "NURTURE_EMAIL_PROVIDER": "resend",
+        "NURTURE_RESEND_API_KEY": FakeResend.api_key,
+        "NURTURE_SECRET_KEY": "stop-test-key",
+        "NURTURE_EMAIL_FROM": "Shop <shop@example.com>",
+        # Long, so nothing here is freed by a lease running out.
+        "NURTURE_JOB_LEASE_SECONDS": "600",
+        "NURTURE_JOB_MAX_IDLE_SECONDS": "0.5",
+        "NURTURE_WORKER_POLL_SECONDS": "0.5",
+    }
+    yield db, env
+    db.dispose()
+
+
+def spawn_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [NURTURE, "worker"], cwd=log.parent, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+def test_worker_finishes_running_jobs_within_the_grace_period(
+    worker_env: tuple[Database, dict[str, str]], tmp_path: Path
+) -> None:
+    db, env = worker_env
+    keys = enqueue_emails(db)
+    log = tmp_path / "worker.log"
+    with HeldProvider() as provider:
+        env = {**env, "NURTURE_RESEND_API_URL": provider.url, "NURTURE_JOB_GRACE_SECONDS": "60"}
+        proc = spawn_worker(env, log)
+        try:
+            wait_for("every e-mail at the provider", lambda: provider.arrived == EMAILS, proc)
+            proc.send_signal(signal.SIGTERM)
+            # The worker has stopped claiming and waits for its attempts; now they complete.
+            wait_for("the drain", lambda: '"action":"jobs.drain"' in log.read_text(), proc)
+            provider.release.set()
+            code = proc.wait(timeout=WAIT_SECONDS)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert code == 0, log.read_text()[-3000:]
+    assert [j["status"] for j in job_rows(db, keys)] == ["done"] * EMAILS
+    assert [m["status"] for m in message_rows(db, keys)] == ["sent"] * EMAILS
+    assert len(provider.fake.accepted) == EMAILS
+
+
+def test_worker_hands_back_jobs_that_outlast_the_grace_period(
+    worker_env: tuple[Database, dict[str, str]], tmp_path: Path
+) -> None:
+    db, env = worker_env
+    keys = enqueue_emails(db)
+    with HeldProvider() as provider:
+        env = {**env, "NURTURE_RESEND_API_URL": provider.url, "NURTURE_JOB_GRACE_SECONDS": "1"}
+        first = spawn_worker(env, tmp_path / "first.log")
+        try:
+            wait_for("every e-mail at the provider", lambda: provider.arrived == EMAILS, first)
+            first.send_signal(signal.SIGTERM)
+            code = first.wait(timeout=WAIT_SECONDS)
+        finally:
+            if first.poll() is None:
+                first.kill()
+        assert code == 0, (tmp_path / "first.log").read_text()[-3000:]
+        # Handed back, not left running until the 600 s lease expires: due again at once, and
+        # the interrupted attempt does not count against the job's attempts.
+        for job in job_rows(db, keys):
+            assert (job["status"], job["lease_until"], job["attempts"]) == ("scheduled", None, 0)
+        # The provider got the e-mails but the worker never learnt it: outcome unknown.
+        assert [m["status"] for m in message_rows(db, keys)] == ["sending"] * EMAILS
+
+        provider.release.set()
+        second = spawn_worker(env, tmp_path / "second.log")
+        try:
+            wait_for(
+                "the next worker to settle every e-mail",
+                lambda: all(j["status"] == "done" for j in job_rows(db, keys)),
+                second,
+            )
+        finally:
+            second.send_signal(signal.SIGTERM)
+            code = second.wait(timeout=WAIT_SECONDS)
+        assert code == 0, (tmp_path / "second.log").read_text()[-3000:]
+    assert [m["status"] for m in message_rows(db, keys)] == ["sent"] * EMAILS
+    # Resend saw each e-mail twice with the same Idempotency-Key and delivered it once.
+    assert len(provider.fake.accepted) == EMAILS
