@@ -23,7 +23,7 @@ from nurture.testing import free_port
 ROOT = Path(__file__).resolve().parents[2]
 NURTURE = str(Path(sys.executable).parent / "nurture")
 SITE = ROOT / "deploy" / "nginx" / "nurture.conf"
-REQUIRE_NGINX = os.environ.get("NURTURE_REQUIRE_NGINX") == "1"
+REQUIRE_TOOLS = os.environ.get("NURTURE_REQUIRE_DEPLOY_TOOLS") == "1"
 WAIT_SECONDS = 60.0
 
 
@@ -73,8 +73,8 @@ def nginx_binary() -> str:
     )
     if found is None:
         message = "nginx is not installed (apt-get install nginx-light); .ci/run installs it"
-        if REQUIRE_NGINX:
-            pytest.fail(f"NURTURE_REQUIRE_NGINX=1 but {message}")
+        if REQUIRE_TOOLS:
+            pytest.fail(f"NURTURE_REQUIRE_DEPLOY_TOOLS=1 but {message}")
         pytest.skip(message)
     return found
 
