@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from sqlalchemy import select
 from starlette.testclient import TestClient
@@ -22,6 +23,7 @@ from nurture.config import Settings
 from nurture.pack import DEFAULTS_DIR
 from nurture.runtime import server_config
 from nurture.schema.tables import events
+from nurture.storage import api_keys
 from nurture.testing import Harness, brevo_request, harness, new_secret, signed_json
 
 SECRET = new_secret()
@@ -145,3 +147,20 @@ def test_source_ip_allowlist_uses_the_resolved_address(h: Harness) -> None:
     # A direct client claiming an allowed address is refused.
     direct = client(h, "198.51.100.9", [PROXY])
     assert post_brevo(direct, {"x-forwarded-for": "203.0.113.20"}).status_code == 403
+
+
+def test_the_events_api_records_the_resolved_address(h: Harness) -> None:
+    with h.container.db.begin() as conn:
+        api_keys.create(conn, "address-test", "nk_address_test_key", h.clock.now())
+    event = {"id": "api-1", "type": "custom.thing", "contact": {"email": "a@b.co"}}
+    r = client(h, PROXY, [PROXY]).post(
+        "/api/v1/events",
+        content=orjson.dumps(event),
+        headers={
+            "authorization": "Bearer nk_address_test_key",
+            "content-type": "application/json",
+            "x-forwarded-for": "203.0.113.44",
+        },
+    )
+    assert r.status_code == 202, r.text
+    assert recorded(h, r.json()["event_ids"][0]) == "203.0.113.44"

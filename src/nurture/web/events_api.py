@@ -31,7 +31,7 @@ from nurture.providers.track.inbound import items_of, load_json, parse_canonical
 from nurture.storage import events as event_store
 from nurture.web.auth import require_api_key
 from nurture.web.body import read_limited, require_media_type
-from nurture.web.state import WebState, web_state
+from nurture.web.state import WebState, client_addr, web_state
 
 SOURCE = "api"
 JSON = "application/json"
@@ -168,8 +168,7 @@ async def post_events(
     raw = await read_limited(request, settings.max_body_bytes)
     ctype = require_media_type(request, JSON)
     events = parse_events(raw, settings.max_batch_events)
-    client = request.client.host if request.client else None
-    outcome = await state.ingestor.submit(events, raw, ctype, client)
+    outcome = await state.ingestor.submit(events, raw, ctype, client_addr(request))
     event_ids = outcome.accepted + outcome.duplicates
     if not wait:
         return _json(outcome.body(), outcome.status_code)

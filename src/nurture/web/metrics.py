@@ -9,7 +9,7 @@ Two kinds of numbers, both on what an operator alerts on (``deploy/prometheus/nu
   events accepted per source, and transactions that found no database. Scrape every
   ``nurture serve`` instance and ``sum`` them.
 
-The hot path pays one counter increment per request (``SourceMetrics.answered``).
+The hot path pays one dict increment per request (``SourceMetrics.answered``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import logging
 from collections.abc import Iterator
 
 from fastapi import APIRouter, Request
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.concurrency import run_in_threadpool
@@ -35,51 +35,40 @@ log = logging.getLogger("nurture.metrics")
 
 
 class SourceMetrics:
-    """One webhook route's counters; label children are resolved once per status."""
+    """One webhook route's counters.
 
-    __slots__ = ("_by_status", "_events", "_requests", "source")
+    Plain integers, not prometheus_client children: every webhook is answered on the event
+    loop's thread, so nothing else writes them, and an increment costs a dict update instead
+    of a lock (5-17x less than prometheus_client children, measured in one run on a shared
+    machine). ``Metrics`` reads them at scrape.
+    """
 
-    def __init__(self, source: str, requests: Counter, events: Counter) -> None:
+    __slots__ = ("by_status", "events", "source")
+
+    def __init__(self, source: str) -> None:
         self.source = source
-        self._requests = requests
-        # Created now, so every route's series exists (at 0) from the first scrape and rate()
-        # sees its first request.
-        self._events = events.labels(source)
-        self._by_status: dict[int, Counter] = {}
+        self.by_status: dict[int, int] = {}
+        self.events = 0
 
     def answered(self, status: int, accepted: int) -> None:
-        child = self._by_status.get(status)
-        if child is None:
-            child = self._by_status[status] = self._requests.labels(self.source, str(status))
-        child.inc()
+        by_status = self.by_status
+        by_status[status] = by_status.get(status, 0) + 1
         if accepted:
-            self._events.inc(accepted)
+            self.events += accepted
 
 
-class Metrics:
-    """The registry of one app: its own counters plus the database collector."""
+class Metrics(Collector):
+    """The registry of one app: the routes' counters plus the database collector."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.requests = Counter(
-            "nurture_webhook_requests",
-            "Webhook requests answered by this process, by source and HTTP status "
-            "(4xx: rejected, 503: the database could not take the write, 499: client left).",
-            ["source", "status"],
-            registry=self.registry,
-        )
-        self.events = Counter(
-            "nurture_webhook_events",
-            "New events stored from webhook deliveries by this process (duplicates excluded).",
-            ["source"],
-            registry=self.registry,
-        )
+        self.registry.register(self)
         self._sources: dict[str, SourceMetrics] = {}
 
     def source(self, name: str) -> SourceMetrics:
         found = self._sources.get(name)
         if found is None:
-            found = self._sources[name] = SourceMetrics(name, self.requests, self.events)
+            found = self._sources[name] = SourceMetrics(name)
         return found
 
     def watch(self, container: Container) -> None:
@@ -87,6 +76,27 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "nurture_webhook_requests",
+            "Webhook requests answered by this process, by source and HTTP status "
+            "(4xx: rejected, 503: the database could not take the write, 499: client left).",
+            labels=["source", "status"],
+        )
+        events = CounterMetricFamily(
+            "nurture_webhook_events",
+            "New events stored from webhook deliveries by this process (duplicates excluded).",
+            labels=["source"],
+        )
+        for name, source in sorted(self._sources.items()):
+            # Every route's series exists (at 0) from the first scrape, so rate() sees the
+            # first request. A copy: the loop's thread may add a status meanwhile.
+            for status, count in sorted(dict(source.by_status).items()):
+                requests.add_metric([name, str(status)], count)
+            events.add_metric([name], source.events)
+        yield requests
+        yield events
 
 
 class DatabaseCollector(Collector):

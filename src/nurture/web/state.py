@@ -25,3 +25,10 @@ class WebState:
 def web_state(request: Request) -> WebState:
     state: WebState = request.app.state.nurture
     return state
+
+
+def client_addr(request: Request) -> str | None:
+    """The client's address for records, audit entries and limits: the TCP peer, or behind a
+    proxy in ``NURTURE_TRUSTED_PROXIES`` the client it reports (``runtime.proxy_options``
+    rewrites the ASGI scope before nurture sees it), never a header the client chose."""
+    return request.client.host if request.client else None

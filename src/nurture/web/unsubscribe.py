@@ -21,7 +21,7 @@ from nurture.errors import Unauthenticated
 from nurture.messaging.unsubscribe import read_token, signing_key
 from nurture.storage import contacts as contact_store
 from nurture.web.body import read_limited
-from nurture.web.state import WebState, web_state
+from nurture.web.state import WebState, client_addr, web_state
 
 router = APIRouter(include_in_schema=False)
 
@@ -88,8 +88,7 @@ async def unsubscribe(token: str, request: Request) -> HTMLResponse:
             data={"method": method, "contact_id": contact_id},
             occurred_at=now,
         )
-        client = request.client.host if request.client else None
-        await state.ingestor.submit([event], None, None, client)
+        await state.ingestor.submit([event], None, None, client_addr(request))
     return page(
         "You are unsubscribed", "<p>You will not receive marketing e-mails from us any more.</p>"
     )
