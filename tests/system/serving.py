@@ -9,16 +9,19 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 import trustme
 
-from nurture.testing import free_port
+from nurture.testing import free_port, signed_json
 
 ROOT = Path(__file__).resolve().parents[2]
 NURTURE = str(Path(sys.executable).parent / "nurture")
@@ -42,9 +45,11 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
 
 
 @contextmanager
-def nurture_serve(env: dict[str, str], log: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """``nurture serve`` on a free port of 127.0.0.1; SIGTERM (and a clean exit) at the end."""
-    port = free_port()
+def nurture_serve(
+    env: dict[str, str], log: Path, port: int | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``nurture serve`` on 127.0.0.1 (a free port unless given); SIGTERM at the end."""
+    port = port or free_port()
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [NURTURE, "serve", "--port", str(port)],
@@ -80,7 +85,7 @@ def nginx_binary() -> str:
 
 
 def site_for_test(
-    site: str, *, upstream: int, http_port: int, https_port: int, cert: Path, key: Path
+    site: str, *, upstreams: list[int], http_port: int, https_port: int, cert: Path, key: Path
 ) -> str:
     """The shipped site with only what a test machine must differ in: ports, certificate, and
     no IPv6 listeners. Each replacement must apply exactly as often as expected, so the test
@@ -88,7 +93,7 @@ def site_for_test(
     replacements = [
         (
             "    server 127.0.0.1:8001;\n    server 127.0.0.1:8002;\n",
-            f"    server 127.0.0.1:{upstream};\n",
+            "".join(f"    server 127.0.0.1:{port};\n" for port in upstreams),
             1,
         ),
         ("    listen 80;\n    listen [::]:80;\n", f"    listen 127.0.0.1:{http_port};\n", 1),
@@ -146,7 +151,7 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
 
 
 @contextmanager
-def nginx_in_front_of(upstream: int, prefix: Path) -> Iterator[Nginx]:
+def nginx_in_front_of(upstreams: list[int], prefix: Path) -> Iterator[Nginx]:
     """The real nginx, as a non-daemon child with its own prefix, serving the shipped site
     with a throw-away certificate for 127.0.0.1."""
     binary = nginx_binary()
@@ -161,7 +166,7 @@ def nginx_in_front_of(upstream: int, prefix: Path) -> Iterator[Nginx]:
     site.write_text(
         site_for_test(
             SITE.read_text(),
-            upstream=upstream,
+            upstreams=upstreams,
             http_port=http_port,
             https_port=https_port,
             cert=cert,
@@ -191,3 +196,63 @@ def nginx_in_front_of(upstream: int, prefix: Path) -> Iterator[Nginx]:
         line for line in log.read_text().splitlines() if "[emerg]" in line or "[alert]" in line
     ]
     assert errors == [], errors
+
+
+class Load:
+    """Threads posting signed track events over keep-alive connections until ``finish`` is set
+    or, once ``stopping`` is set, until their connection fails (the server went away)."""
+
+    def __init__(self, connect: Callable[[], httpx.Client], secret: str, threads: int = 6) -> None:
+        self.connect, self.secret = connect, secret
+        self.accepted: dict[str, int] = {}  # sender's event id -> nurture's event id
+        self.failures: list[str] = []  # anything but an acknowledgement, before ``stopping``
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.finish = threading.Event()
+        self.threads = [threading.Thread(target=self._post) for _ in range(threads)]
+
+    def _post(self) -> None:
+        with self.connect() as client:
+            while not self.finish.is_set():
+                event_id = uuid.uuid4().hex
+                event = {
+                    "id": event_id,
+                    "type": "page.viewed",
+                    "contact": {"email": f"{event_id[:8]}@example.com"},
+                    "data": {"url": "/load"},
+                }
+                body, headers = signed_json(self.secret, event, datetime.now(UTC))
+                try:
+                    r = client.post("/webhooks/track", content=body, headers=headers)
+                except httpx.TransportError as exc:
+                    # Refused or closed once the server stops accepting: not acknowledged, the
+                    # sender retries. Before that it is a failure.
+                    if not self.stopping.is_set():
+                        with self.lock:
+                            self.failures.append(repr(exc))
+                    return
+                with self.lock:
+                    # 200 "duplicate": a proxy retried a delivery the first instance stored.
+                    if r.status_code in (200, 202):
+                        self.accepted[event_id] = r.json()["event_ids"][0]
+                    else:
+                        self.failures.append(f"{r.status_code} {r.text}")
+
+    def wait_for(self, count: int, alive: subprocess.Popen[bytes] | None = None) -> None:
+        deadline = time.monotonic() + WAIT_SECONDS
+        while len(self.accepted) < count:
+            assert time.monotonic() < deadline, f"{len(self.accepted)} of {count} accepted"
+            assert not self.failures, self.failures[:5]
+            assert alive is None or alive.poll() is None, "nurture exited"
+            time.sleep(0.02)
+
+    def __enter__(self) -> Load:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        self.finish.set()
+        for t in self.threads:
+            t.join(WAIT_SECONDS)

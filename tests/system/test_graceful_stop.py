@@ -14,9 +14,9 @@ import signal
 import subprocess
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -31,8 +31,8 @@ from nurture.storage import contacts as contact_store
 from nurture.storage import jobs as job_store
 from nurture.storage import messages as message_store
 from nurture.storage.engine import Database
-from nurture.testing import FakeResend, new_secret, signed_json
-from tests.system.serving import NURTURE, ROOT, WAIT_SECONDS, nurture_serve
+from nurture.testing import FakeResend, new_secret
+from tests.system.serving import NURTURE, ROOT, WAIT_SECONDS, Load, nurture_serve
 
 pytestmark = pytest.mark.slow
 
@@ -59,54 +59,6 @@ def wait_for(what: str, ready: Callable[[], bool], proc: subprocess.Popen[bytes]
 # -- nurture serve ----------------------------------------------------------------------------
 
 
-class Load:
-    """Threads posting signed events over keep-alive connections until the server goes away."""
-
-    def __init__(self, base: str, secret: str, threads: int = 6) -> None:
-        self.base, self.secret = base, secret
-        self.accepted: dict[str, int] = {}  # sender's event id -> nurture's event id
-        self.refused: list[str] = []  # anything but a 202 or a closed connection
-        self.lock = threading.Lock()
-        self.stopping = threading.Event()
-        self.threads = [threading.Thread(target=self._post) for _ in range(threads)]
-
-    def _post(self) -> None:
-        with httpx.Client(base_url=self.base, timeout=30) as client:
-            while True:
-                event_id = uuid.uuid4().hex
-                event = {
-                    "id": event_id,
-                    "type": "page.viewed",
-                    "contact": {"email": f"{event_id[:8]}@example.com"},
-                    "data": {"url": "/load"},
-                }
-                body, headers = signed_json(self.secret, event, datetime.now(UTC))
-                try:
-                    r = client.post("/webhooks/track", content=body, headers=headers)
-                except httpx.TransportError as exc:
-                    # Refused or closed once the server stops accepting: not acknowledged,
-                    # the sender retries. Before SIGTERM it is a failure.
-                    if not self.stopping.is_set():
-                        with self.lock:
-                            self.refused.append(f"before SIGTERM: {exc!r}")
-                    return
-                with self.lock:
-                    if r.status_code == 202:
-                        self.accepted[event_id] = r.json()["event_ids"][0]
-                    else:
-                        self.refused.append(f"{r.status_code} {r.text}")
-
-    def __enter__(self) -> Load:
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stopping.set()
-        for t in self.threads:
-            t.join(WAIT_SECONDS)
-
-
 def test_serve_answers_what_it_has_and_every_202_is_committed(url: str, tmp_path: Path) -> None:
     secret = new_secret()
     env = {
@@ -116,13 +68,20 @@ def test_serve_answers_what_it_has_and_every_202_is_committed(url: str, tmp_path
         "NURTURE_SHUTDOWN_GRACE_SECONDS": "20",
     }
     log = tmp_path / "serve.log"
-    with nurture_serve(env, log) as (base, proc), Load(base, secret) as load:
-        wait_for("200 accepted events", lambda: len(load.accepted) >= 200, proc)
+    with (
+        nurture_serve(env, log) as (base, proc),
+        Load(partial(httpx.Client, base_url=base, timeout=30), secret) as load,
+    ):
+        load.wait_for(200, proc)
         load.stopping.set()
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=WAIT_SECONDS)
     assert code == 0, log.read_text()[-3000:]
-    assert load.refused == []
+    assert load.failures == []
+    assert_committed(url, load.accepted)
+
+
+def assert_committed(url: str, accepted: dict[str, int]) -> None:
     db = Database(url)
     try:
         with db.read() as conn:
@@ -133,8 +92,8 @@ def test_serve_answers_what_it_has_and_every_202_is_committed(url: str, tmp_path
             )
     finally:
         db.dispose()
-    missing = {k: v for k, v in load.accepted.items() if stored.get(f"track:id:{k}") != v}
-    assert missing == {}, f"{len(missing)} of {len(load.accepted)} acknowledged events lost"
+    missing = {k: v for k, v in accepted.items() if stored.get(f"track:id:{k}") != v}
+    assert missing == {}, f"{len(missing)} of {len(accepted)} acknowledged events lost"
 
 
 # -- nurture worker ---------------------------------------------------------------------------

@@ -98,7 +98,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     }
     with nurture_serve(env, tmp / "serve.log") as (direct, proc):
         port = int(direct.rsplit(":", 1)[1])
-        with nginx_in_front_of(port, tmp / "nginx") as nginx:
+        with nginx_in_front_of([port], tmp / "nginx") as nginx:
             yield Stack(nginx, direct, db)
         proc_log = (tmp / "serve.log").read_text()
     db.dispose()
