@@ -103,6 +103,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         proc_log = (tmp / "serve.log").read_text()
     db.dispose()
     assert proc.returncode == 0, proc_log[-3000:]
+    assert "client addresses from proxies 127.0.0.1" in " ".join(proc_log.split())
 
 
 def now() -> datetime:

@@ -51,7 +51,9 @@ DRY_RUN = typer.Option(
 
 def _where(s: Settings) -> str:
     db = s.database_url.split("://", 1)[0].replace("+psycopg", "")
-    return f"http://{s.host}:{s.port} ({db})"
+    proxies = ", ".join(s.trusted_proxy_list)
+    behind = f", client addresses from proxies {proxies}" if proxies else ""
+    return f"http://{s.host}:{s.port} ({db}{behind})"
 
 
 def _serve_options(s: Settings) -> dict[str, Any]:
