@@ -92,8 +92,8 @@ def site_for_test(
     notices when the shipped file changes shape."""
     replacements = [
         (
-            "    server 127.0.0.1:8001;\n    server 127.0.0.1:8002;\n",
-            "".join(f"    server 127.0.0.1:{port};\n" for port in upstreams),
+            "    server 127.0.0.1:8001 max_fails=0;\n    server 127.0.0.1:8002 max_fails=0;\n",
+            "".join(f"    server 127.0.0.1:{port} max_fails=0;\n" for port in upstreams),
             1,
         ),
         ("    listen 80;\n    listen [::]:80;\n", f"    listen 127.0.0.1:{http_port};\n", 1),
@@ -251,8 +251,11 @@ class Load:
             t.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def stop(self) -> None:
         self.stopping.set()
         self.finish.set()
         for t in self.threads:
             t.join(WAIT_SECONDS)
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -53,6 +53,6 @@ def test_rolling_restart_behind_nginx_acknowledges_every_delivery(url: str, tmp_
             log = tmp_path / f"serve-{port}-restarted.log"
             procs[i] = stack.enter_context(nurture_serve(env, log, port))[1]
             load.wait_for(len(load.accepted) + 100)
-        load.finish.set()
+        load.stop()  # before the instances stop at the end
     assert load.failures == []
     assert_committed(url, load.accepted)
