@@ -1,6 +1,6 @@
 """``/metrics`` in the Prometheus text format.
 
-Two kinds of numbers, both on what an operator alerts on (``deploy/prometheus/nurture.rules.yml``):
+Two kinds of numbers, both on what an operator alerts on (``deploy/prometheus/nurture-alerts.yml``):
 
 - read from the database at scrape time, so every API process reports the same values whichever
   worker did the work: events by status and the processing lag, jobs by kind and status (dead
