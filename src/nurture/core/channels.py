@@ -80,6 +80,10 @@ class BatchRequest:
     key: str
     message_ids: tuple[int, ...]
     body: bytes
+    # The members themselves, when the request was built in this process (not stored: a
+    # replayed request has only its body). A provider that refuses a whole request for one bad
+    # member (Brevo) sends them one by one instead.
+    messages: tuple[OutboundEmail, ...] = field(default=(), compare=False, repr=False)
 
 
 # What a batch send returns per member, in ``message_ids`` order.
