@@ -221,12 +221,16 @@ class Delivery:
         items = await asyncio.to_thread(self._prepare_emails, jobs)
         ready = [it for it in items if it.outcome is None and it.rendered is not None]
         if ready and self.email_limiter is not None:
-            granted, wait = await self.email_limiter.acquire_up_to(len(ready))
-            for it in ready[granted:]:
-                it.outcome = RateLimited(
-                    f"{self.email_limiter.name}: local rate limit", retry_after=wait
-                )
-            ready = ready[:granted]
+            # A token per provider request: a batch request of 100 e-mails is one request to
+            # the provider's rate limit (Resend's 2/s, Brevo's 1,000/s count requests).
+            requests = self._requests(ready)
+            granted, wait = await self.email_limiter.acquire_up_to(len(requests))
+            for request in requests[granted:]:
+                for it in request:
+                    it.outcome = RateLimited(
+                        f"{self.email_limiter.name}: local rate limit", retry_after=wait
+                    )
+            ready = [it for request in requests[:granted] for it in request]
         if not ready:
             return [it.outcome for it in items]
         plan = await asyncio.to_thread(self._claim_emails, ready)
@@ -279,6 +283,24 @@ class Delivery:
                 },
             )
         return [it.outcome for it in items]
+
+    def _requests(self, items: Sequence[_Email]) -> list[list[_Email]]:
+        """How the channel will send ``items``: the members of each provider request."""
+        batching = self.email if isinstance(self.email, BatchEmailChannel) else None
+        if batching is None:
+            return [[it] for it in items]
+        groups: dict[Any, list[_Email]] = {}
+        requests: list[list[_Email]] = []
+        for it in items:
+            group = batching.batch_group(self._outbound(it, 0))
+            if group is None:
+                requests.append([it])
+            else:
+                groups.setdefault(group, []).append(it)
+        for members in groups.values():
+            size = batching.batch_size
+            requests.extend(members[i : i + size] for i in range(0, len(members), size))
+        return requests
 
     def _prepare_emails(self, jobs: Sequence[JobLike]) -> list[_Email]:
         """Reads for the whole batch in one transaction, then renders; settles the e-mails that
@@ -387,7 +409,7 @@ class Delivery:
                 if claim is None:
                     continue  # settled meanwhile by another worker
                 it.claim = claim
-                it.message = self._outbound(it, claim)
+                it.message = self._outbound(it, claim.id)
                 plan.items.append(it)
                 group = batching.batch_group(it.message) if batching is not None else None
                 if claim.uncertain and batching is not None and batching.replays_batches:
@@ -428,12 +450,12 @@ class Delivery:
                         )
         return plan
 
-    def _outbound(self, it: _Email, claim: message_store.Claim) -> OutboundEmail:
+    def _outbound(self, it: _Email, message_id: int) -> OutboundEmail:
         contact, rendered = it.contact, it.rendered
         assert contact is not None and contact.email is not None and rendered is not None
         name = " ".join(p for p in (contact.first_name, contact.last_name) if p) or None
         return OutboundEmail(
-            message_id=claim.id,
+            message_id=message_id,
             key=it.job.key,
             to=contact.email,
             to_name=name,

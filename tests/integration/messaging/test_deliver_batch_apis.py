@@ -12,7 +12,8 @@ from sqlalchemy import func, select
 
 from nurture.clock import VirtualClock
 from nurture.core.channels import SendUncertain
-from nurture.errors import ProviderError
+from nurture.errors import ProviderError, RateLimited
+from nurture.messaging.ratelimit import RateLimiter
 from nurture.providers.brevo.sender import BrevoEmail
 from nurture.providers.http import new_client
 from nurture.providers.resend.sender import ResendEmail
@@ -227,3 +228,20 @@ def test_brevo_lost_batch_answer_is_looked_up_not_resent(db: Database, clock: Vi
     found = rows(db, jobs)
     assert {r["settled"] for r in found.values()} == {"found_at_provider"}
     assert {r["status"] for r in found.values()} == {"sent"}
+
+
+def test_a_batch_request_takes_one_rate_limit_token(db: Database, clock: VirtualClock) -> None:
+    # Resend limits requests (2/s), and a batch of a hundred e-mails is one request.
+    fake = FakeResend()
+    channel, _ = resend(fake)
+    delivery = make_delivery(db, clock, channel)
+    delivery.email_limiter = RateLimiter(db, clock, "email:resend", 1.0, 1, max_wait=0.0)
+    jobs = jobs_for(db, clock, 10)
+    assert run(delivery, jobs) == [None] * 10
+    assert len(fake.requests) == 1 and len(fake.accepted) == 10
+    # The bucket is empty now: the next batch waits for its token, unclaimed.
+    later = [email_job(new_contact(db, clock, email="z@example.com"), key="later")]
+    [waiting] = run(delivery, later)
+    assert isinstance(waiting, RateLimited)
+    with db.read() as conn:
+        assert message_store.get_by_key(conn, "later") is None
