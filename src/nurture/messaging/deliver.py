@@ -12,6 +12,12 @@ For each ``send_email`` / ``send_sms`` job:
 
 A crash between 4 and 5 leaves the row ``sending``; the next attempt passes ``uncertain=True``
 to the channel, which settles it the provider's way, and the row records how (``settled``).
+
+E-mails go in batches (``coalesce``): the ``send_email`` calls in flight together run each step
+for all of them at once, so step 1 is one read, step 4 one commit and the record of step 5 one
+commit per batch, and a channel with a batch API (``BatchEmailChannel``) sends them in a few
+requests. A request that covers several e-mails under one idempotency key (Resend) is stored at
+step 4 with the claims, and a batch whose outcome is unknown is settled by replaying it.
 """
 
 from __future__ import annotations
@@ -200,7 +206,7 @@ class Delivery:
         """The batch behind ``send_email``: one outcome per job (``None``: nothing to retry)."""
         seen: set[str] = set()
         first: list[JobLike] = []
-        again: list[int] = []
+        again: list[int] = []  # positions, in order
         for i, job in enumerate(jobs):
             if job.key in seen:
                 again.append(i)  # a key twice in one batch: the second waits for the first
@@ -211,11 +217,9 @@ class Delivery:
         if not again:
             return outcomes
         later = await self._send_email_batch([jobs[i] for i in again])
-        merged: list[BaseException | None] = []
+        repeated = set(again)
         it_first, it_later = iter(outcomes), iter(later)
-        for i in range(len(jobs)):
-            merged.append(next(it_later) if i in again else next(it_first))
-        return merged
+        return [next(it_later) if i in repeated else next(it_first) for i in range(len(jobs))]
 
     async def _email_batch(self, jobs: list[JobLike]) -> list[BaseException | None]:
         items = await asyncio.to_thread(self._prepare_emails, jobs)

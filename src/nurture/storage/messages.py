@@ -131,9 +131,11 @@ def claim_many(
     # executemany with RETURNING: SQLAlchemy batches it into multi-row INSERTs ("insertmanyvalues")
     # from one cached compiled statement; a conflicting key returns no row.
     stmt = insert_ignore(conn, messages).returning(messages.c.id, messages.c.key)
+    # In key order: two workers claiming overlapping keys (a job run twice after a lost lease)
+    # then wait on each other's unique-index entries in the same order instead of deadlocking.
     params = [
         {**values, "status": "sending", "attempts": 1, "created_at": now, "updated_at": now}
-        for values in rows
+        for values in sorted(rows, key=lambda v: str(v["key"]))
     ]
     new = {r.key: r.id for r in conn.execute(stmt, params)}
     existing_keys = [values["key"] for values in rows if values["key"] not in new]
@@ -142,7 +144,7 @@ def claim_many(
         found = conn.execute(
             select(messages.c.id, messages.c.key, messages.c.status, messages.c.attempts)
             .where(messages.c.key.in_(existing_keys))
-            .order_by(messages.c.id)
+            .order_by(messages.c.key)
             .with_for_update()
         )
         existing = {r.key: r for r in found}
