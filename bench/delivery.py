@@ -1,22 +1,31 @@
-"""Delivery throughput: e-mails/s through the job queue with one and two worker processes, for
-the recording channel (dry run: the no-op baseline), the console channel (``.eml`` files) and
-SMTP to a local aiosmtpd server; and the cost of rendering a template per message.
+"""Delivery throughput: e-mails/s and CPU per e-mail through the real job worker, beside the
+scheduler's own no-op drain measured in the same run, and worker memory over a long send.
 
-    .venv/bin/python bench/delivery.py [--messages 400] [--repeat 3] [--database-url URL]
+    .venv/bin/python bench/delivery.py [--messages 3000] [--repeat 1] [--memory 100000]
+                                       [--skip-pg] [--rows noop,recording,console,smtp,resend,pg]
 
-Each run enqueues ``--messages`` ``send_email`` jobs (template ``thank_you``, one contact
-each), then starts the worker processes together; each runs the real ``JobWorker`` loop with
-the real delivery handler (claim, suppression check, render, rate-limit token, ``messages``
-claim committed, channel, completion) until the queue is empty. The time is from the start
-signal to the last worker's last completion. Every run checks that each message was sent
-exactly once (``messages`` rows and, for SMTP, the server's count). The console channel has
-no rate limit by default; SMTP's shared bucket (default 10/s) is kept, a token per e-mail, but
-raised out of the way. SMTP opens one connection per message (no pooling), as the sender does.
-On SQLite every commit is fsynced (``synchronous=FULL``): each e-mail costs the claim's commit
-and the completion's (plus a token's where a rate limit applies), so the disk sets the pace and
-a second process mostly adds lock contention. On PostgreSQL a second worker helps only when a
-core is free for it: each e-mail also costs a few ms of CPU (MIME building ~3 ms, rendering,
-SQLAlchemy).
+Each row enqueues ``--messages`` ``send_email`` jobs (template ``thank_you``, one contact each)
+and starts real worker processes together; each runs ``JobWorker.run`` with the real delivery
+handler (batched: one read, one claim commit, one provider request per batch where the provider
+has a batch API, one completion commit) until the queue is empty. Wall time is from the start
+signal to the last worker's last completion; CPU is the workers' process CPU time (user +
+system, all threads) divided by the e-mails, which moves much less than wall time on a shared
+machine. Every row checks that each message was sent exactly once (``messages`` rows, and the
+server's count for SMTP and Resend).
+
+Rows:
+- ``noop``: the same jobs with a handler that does nothing: the scheduler's own cost (baseline);
+- ``recording``: the dry-run channel (no output): the cost of the send path itself;
+- ``console``: one ``.eml`` file per message;
+- ``smtp``: a local aiosmtpd server, over the pooled persistent connections;
+- ``resend``: Resend's ``/emails/batch`` through ``nurture.testing.FakeResend`` served over real
+  HTTP on 127.0.0.1 (``NURTURE_RESEND_API_URL``), the documented request checks included;
+- ``pg``: the recording channel with two workers on PostgreSQL (``NURTURE_BENCH_PG_URL``,
+  default postgresql://postgres@127.0.0.1:5432/test; a database created and dropped here).
+
+Rate limits stay in the path (a token per provider request, from the shared bucket), raised out
+of the way. ``--memory N`` then sends N e-mails through one recording worker on SQLite and
+prints its RSS after the first tenth and at the end (flat = no per-e-mail growth).
 """
 
 from __future__ import annotations
@@ -26,38 +35,47 @@ import asyncio
 import multiprocessing as mp
 import os
 import socket
-import statistics
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+import uuid
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 from aiosmtpd.controller import Controller
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select, text
 
-from nurture.bootstrap import build_container
-from nurture.bootstrap.delivery import build_delivery, register
-from nurture.clock import SystemClock
-from nurture.config import Settings
-from nurture.jobs import HandlerRegistry, JobSpec, JobWorker, enqueue_many
-from nurture.messaging.templates import SAMPLE, template_store
-from nurture.pack import load_pack
-from nurture.schema.tables import jobs, messages
-from nurture.storage import contacts as contact_store
-from nurture.storage import migrate
-from nurture.storage.engine import Database
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
 
-CHANNELS = ("recording", "console", "smtp")
+from nurture.bootstrap import build_container  # noqa: E402
+from nurture.bootstrap.delivery import build_delivery, register  # noqa: E402
+from nurture.clock import SystemClock  # noqa: E402
+from nurture.config import Settings, normalise_database_url  # noqa: E402
+from nurture.jobs import HandlerRegistry, JobContext, JobSpec, JobWorker, enqueue_many  # noqa: E402
+from nurture.schema.tables import jobs, messages  # noqa: E402
+from nurture.storage import contacts as contact_store  # noqa: E402
+from nurture.storage import migrate  # noqa: E402
+from nurture.storage.engine import Database  # noqa: E402
+from nurture.testing import FakeResend  # noqa: E402
+
+ROWS = ("noop", "recording", "console", "smtp", "resend", "pg")
 LABELS = {
-    "recording": "recording (no-op)",
+    "noop": "scheduler, no-op handler (baseline)",
+    "recording": "recording sink",
     "console": "console (.eml files)",
-    "smtp": "smtp (local aiosmtpd)",
+    "smtp": "smtp, local aiosmtpd, pooled",
+    "resend": "resend /emails/batch (fake, real HTTP)",
+    "pg": "recording sink",
 }
+TARGETS = {"recording": 1000.0, "smtp": 500.0, "resend": 1000.0, "pg": 1500.0}
 UNFINISHED = ("scheduled", "running", "failed")
-STOP_GRACE_SECONDS = 60
+STOP_GRACE_SECONDS = 120
+RESEND_ORIGIN = "https://api.resend.com"
 
 
 class Sink:
@@ -69,63 +87,135 @@ class Sink:
         return "250 OK"
 
 
+class ResendServer:
+    """``FakeResend.handle`` behind a real HTTP socket, as if at Resend's documented host."""
+
+    def __init__(self) -> None:
+        self.fake = FakeResend()
+        self.lock = threading.Lock()
+        fake, lock = self.fake, self.lock
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length)
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                request = httpx.Request(
+                    "POST", RESEND_ORIGIN + self.path, headers=headers, content=body
+                )
+                with lock:
+                    try:
+                        response = fake.handle(request)
+                    except AssertionError as exc:
+                        response = httpx.Response(400, json={"message": repr(exc)})
+                    fake.requests.clear()  # keep memory flat over long runs
+                content = response.content
+                self.send_response(response.status_code)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(content)))
+                self.end_headers()
+                self.wfile.write(content)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def accepted(self) -> int:
+        with self.lock:
+            return len(self.fake.accepted)
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def settings_for(url: str, channel: str, smtp_port: int, outbox: Path) -> Settings:
+def rss_kb() -> int:
+    status = Path("/proc/self/status").read_text()
+    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS"))
+
+
+def settings_for(url: str, row: str, smtp_port: int, resend_url: str, outbox: Path) -> Settings:
+    provider = {"smtp": "smtp", "resend": "resend"}.get(row, "console")
     return Settings(
         database_url=url,
-        email_provider="smtp" if channel == "smtp" else "console",
+        email_provider=provider,  # type: ignore[arg-type]
         smtp_url=f"smtp://127.0.0.1:{smtp_port}",
+        resend_api_key="re_test",
+        resend_api_url=resend_url or "https://api.resend.com",
         outbox_dir=outbox,
         secret_key="bench-secret",
-        dry_run=channel == "recording",
-        # Console has no default limit (no bucket at all); SMTP's default is 10/s: keep its
-        # bucket (a token per send is part of the path) but out of the way.
-        email_rate_per_second=1_000_000 if channel == "smtp" else 0,
+        dry_run=row in ("recording", "pg", "noop"),
+        # Keep the shared bucket in the path (a token per provider request) but out of the way.
+        email_rate_per_second=1_000_000,
         log_level="WARNING",
     )
 
 
 def worker_process(
     url: str,
-    channel: str,
+    row: str,
     smtp_port: int,
+    resend_url: str,
     outbox: str,
     name: str,
+    total: int,
     ready: Any,
     go: Any,
     results: Any,
 ) -> None:
     parent = os.getppid()
-    settings = settings_for(url, channel, smtp_port, Path(outbox))
+    settings = settings_for(url, row, smtp_port, resend_url, Path(outbox))
     container = build_container(settings)
     registry = HandlerRegistry()
     services = build_delivery(settings, container.db, container.clock)
-    register(registry, services)
+    if row == "noop":
+
+        async def noop(ctx: JobContext) -> None:
+            return None
+
+        registry.register("send_email", noop)
+    else:
+        register(registry, services)
     worker = JobWorker(container, registry, worker_id=name)
+    samples: list[tuple[int, int]] = []  # (e-mails done, RSS kB)
 
-    def unfinished() -> bool:
+    def progress() -> tuple[bool, int]:
         with container.db.read() as conn:
-            found = conn.execute(
-                select(jobs.c.id).where(jobs.c.status.in_(UNFINISHED)).limit(1)
-            ).first()
-        return found is not None
+            pending = conn.execute(
+                select(func.count())
+                .select_from(jobs)
+                .where(jobs.c.kind == "send_email", jobs.c.status.in_(UNFINISHED))
+            ).scalar_one()
+        return pending > 0, total - int(pending)
 
-    async def main() -> float:
+    async def main() -> tuple[float, float]:
         stop = asyncio.Event()
 
         async def until_empty() -> None:
             # Also stop when the bench itself is gone: an orphan would take the next runs' jobs.
-            while os.getppid() == parent and await asyncio.to_thread(unfinished):
-                await asyncio.sleep(0.05)
+            while os.getppid() == parent:
+                busy, done = await asyncio.to_thread(progress)
+                samples.append((done, rss_kb()))
+                if not busy:
+                    break
+                await asyncio.sleep(0.25)
             stop.set()
 
         async def stuck() -> None:
-            # The worker must stop soon after the queue is empty; if not, show where it waits.
             await stop.wait()
             await asyncio.sleep(STOP_GRACE_SECONDS)
             print(f"{name}: still running {STOP_GRACE_SECONDS}s after stop:", file=sys.stderr)
@@ -134,33 +224,42 @@ def worker_process(
             sys.stderr.flush()
             os._exit(3)
 
+        cpu = time.process_time()
         watcher = asyncio.create_task(until_empty())
         guard = asyncio.create_task(stuck())
         await worker.run(stop)
         finished = time.time()
+        cpu = time.process_time() - cpu
         guard.cancel()
         await watcher
         await services.aclose()
-        return finished
+        return finished, cpu
 
     ready.set()
     go.wait()
     try:
-        results.put((name, asyncio.run(main())))
+        finished, cpu = asyncio.run(main())
+        results.put((name, finished, cpu, samples))
     finally:
         container.close()
+
+
+class Run:
+    def __init__(self, rate: float, cpu_ms: float, samples: list[tuple[int, int]]) -> None:
+        self.rate, self.cpu_ms, self.samples = rate, cpu_ms, samples
 
 
 def one_run(
     db: Database,
     url: str,
-    channel: str,
+    row: str,
     workers: int,
     contact_ids: list[int],
     tag: str,
     smtp_port: int,
+    resend_url: str,
     outbox: Path,
-) -> float:
+) -> Run:
     now = SystemClock().now()
     specs = [
         JobSpec(
@@ -181,8 +280,9 @@ def one_run(
         )
         for i, cid in enumerate(contact_ids)
     ]
-    with db.begin() as conn:
-        enqueue_many(conn, specs, now=now)
+    for start in range(0, len(specs), 10_000):
+        with db.begin() as conn:
+            enqueue_many(conn, specs[start : start + 10_000], now=now)
     ctx = mp.get_context("spawn")
     go = ctx.Event()
     results = ctx.Queue()
@@ -192,102 +292,170 @@ def one_run(
         proc = ctx.Process(
             daemon=True,
             target=worker_process,
-            args=(url, channel, smtp_port, str(outbox), f"{tag}-w{w}", ready, go, results),
+            args=(
+                url,
+                row,
+                smtp_port,
+                resend_url,
+                str(outbox),
+                f"{tag}-w{w}",
+                len(contact_ids),
+                ready,
+                go,
+                results,
+            ),
         )
         proc.start()
         procs.append(proc)
         readies.append(ready)
     for ready in readies:
-        ready.wait(60)
+        ready.wait(120)
     started = time.time()
     go.set()
-    ends = [results.get(timeout=300)[1] for _ in procs]
+    answers = [results.get(timeout=3600) for _ in procs]
     for proc in procs:
         proc.join(60)
-    with db.read() as conn:
-        sent = conn.execute(
-            select(func.count())
-            .select_from(messages)
-            .where(messages.c.key.like(f"bench:{tag}:%"), messages.c.status == "sent")
-        ).scalar_one()
-    if sent != len(contact_ids):
-        raise SystemExit(f"{tag}: {sent} sent for {len(contact_ids)} jobs")
-    return len(contact_ids) / (max(ends) - started)
+    if row != "noop":
+        with db.read() as conn:
+            sent = conn.execute(
+                select(func.count())
+                .select_from(messages)
+                .where(messages.c.key.like(f"bench:{tag}:%"), messages.c.status == "sent")
+            ).scalar_one()
+        if sent != len(contact_ids):
+            raise SystemExit(f"{tag}: {sent} sent for {len(contact_ids)} jobs")
+    wall = max(a[1] for a in answers) - started
+    cpu = sum(a[2] for a in answers)
+    return Run(len(contact_ids) / wall, cpu / len(contact_ids) * 1000, answers[0][3])
 
 
-def render_cost(n: int) -> tuple[float, float]:
-    templates = template_store(load_pack(None, cwd=Path("/nonexistent")))
-    variables = {**SAMPLE, "event": None}
-    noop: Callable[[], object] = lambda: dict(variables)  # noqa: E731
-    started = time.perf_counter()
-    for _ in range(n):
-        noop()
-    base = (time.perf_counter() - started) / n
-    templates.render("thank_you", variables)  # compile once, as a worker does
-    started = time.perf_counter()
-    for _ in range(n):
-        templates.render("thank_you", variables)
-    return base * 1e6, (time.perf_counter() - started) / n * 1e6
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--messages", type=int, default=400)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--database-url", default=None)
-    parser.add_argument("--channels", default=",".join(CHANNELS))
-    args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="nurture-bench-"))
-    url = args.database_url or f"sqlite:///{tmp / 'bench.db'}"
-    db = Database(url)
-    migrate.upgrade(db)
+def new_contacts(db: Database, n: int) -> list[int]:
     now = SystemClock().now()
     stamp = time.time_ns()
-    with db.begin() as conn:
-        ids = [
-            contact_store.create(conn, f"c{i}-{stamp}@example.com", now, {"first_name": "Ann"}).id
-            for i in range(args.messages)
-        ]
+    ids: list[int] = []
+    for start in range(0, n, 5000):
+        with db.begin() as conn:
+            states = contact_store.create_many(
+                conn, [f"c{i}-{stamp}@example.com" for i in range(start, min(n, start + 5000))], now
+            )
+            for s in states:
+                s.first_name = "Ann"
+            contact_store.save_many(conn, states, now)
+        ids.extend(s.id for s in states)
+    return ids
+
+
+def measure(
+    url: str, rows: list[str], workers: int, n: int, repeat: int, resend: ResendServer
+) -> dict[str, Run]:
+    tmp = Path(tempfile.mkdtemp(prefix="nurture-bench-"))
+    db = Database(url)
+    migrate.upgrade(db)
+    ids = new_contacts(db, n)
     sink = Sink()
     port = free_port()
     controller = Controller(sink, hostname="127.0.0.1", port=port)
     controller.start()
-    rows = []
+    out: dict[str, Run] = {}
     try:
-        for channel in args.channels.split(","):
-            for workers in (1, 2):
-                rates = []
-                for rep in range(args.repeat):
-                    tag = f"{channel}-{workers}-{rep}-{stamp}"
-                    before = sink.count
-                    rates.append(
-                        one_run(db, url, channel, workers, ids, tag, port, tmp / f"out-{tag}")
-                    )
-                    if channel == "smtp" and sink.count - before != len(ids):
-                        raise SystemExit(f"{tag}: the SMTP server got {sink.count - before}")
-                rows.append((channel, workers, rates))
+        for row in rows:
+            best: Run | None = None
+            for rep in range(repeat):
+                tag = f"{row}-{workers}-{rep}-{time.time_ns()}"
+                smtp_before, resend_before = sink.count, resend.accepted()
+                run = one_run(db, url, row, workers, ids, tag, port, resend.url, tmp / f"out-{tag}")
+                if row == "smtp" and sink.count - smtp_before != n:
+                    raise SystemExit(f"{tag}: the SMTP server got {sink.count - smtp_before}")
+                if row == "resend" and resend.accepted() - resend_before != n:
+                    raise SystemExit(f"{tag}: Resend got {resend.accepted() - resend_before}")
+                if best is None or run.rate > best.rate:
+                    best = run
+            assert best is not None
+            out[row] = best
     finally:
         controller.stop()
         db.dispose()
-    print(
-        f"database: {url.split(':', 1)[0]}, {args.messages} e-mails per run, best of {args.repeat}"
+    return out
+
+
+def with_pg_database(fn: Any) -> Any:
+    base = normalise_database_url(
+        os.environ.get("NURTURE_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
     )
-    print(f"{'channel':<24}{'workers':>8}{'e-mails/s':>11}{'spread':>18}{'ms/e-mail':>11}")
-    for channel, workers, rates in rows:
-        best = max(rates)
-        spread = f"{min(rates):.0f}-{best:.0f}"
-        print(f"{LABELS[channel]:<24}{workers:>8}{best:>11.0f}{spread:>18}{1000 / best:>11.2f}")
-    base, render = render_cost(2000)
-    print(
-        f"\nrender thank_you (subject + html + text): {render:.0f} µs/message "
-        f"(baseline: copying the variables, {base:.1f} µs)"
-    )
-    if len(rows) and statistics.mean(max(r) for _, _, r in rows) > 0:
-        console = max((max(r) for c, _, r in rows if c == "console"), default=0.0)
-        if console:
-            print(
-                f"= {render / (1e6 / console) * 100:.0f}% of the console channel's time per e-mail"
+    name = f"nurture_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        return fn(base.rsplit("/", 1)[0] + "/" + name)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--messages", type=int, default=3000)
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--memory", type=int, default=100_000, help="0: skip the memory run")
+    parser.add_argument("--rows", default=",".join(ROWS))
+    parser.add_argument("--skip-pg", action="store_true")
+    args = parser.parse_args()
+    wanted = [r for r in args.rows.split(",") if r]
+    load = os.getloadavg()
+    resend = ResendServer()
+    table: list[tuple[str, str, int, Run | None]] = []
+    try:
+        sqlite_rows = [r for r in wanted if r != "pg"]
+        url = f"sqlite:///{tempfile.mkdtemp(prefix='nurture-bench-')}/bench.db"
+        found = measure(url, sqlite_rows, 1, args.messages, args.repeat, resend)
+        table += [("sqlite", r, 1, found[r]) for r in sqlite_rows]
+        if "pg" in wanted and not args.skip_pg:
+            pg = with_pg_database(
+                lambda u: measure(u, ["noop", "pg"], 2, args.messages, args.repeat, resend)
             )
+            table += [("postgresql", "noop", 2, pg["noop"]), ("postgresql", "pg", 2, pg["pg"])]
+        memory = None
+        if args.memory:
+            url = f"sqlite:///{tempfile.mkdtemp(prefix='nurture-bench-')}/memory.db"
+            memory = measure(url, ["recording"], 1, args.memory, 1, resend)["recording"]
+    finally:
+        resend.close()
+
+    print(
+        f"\n{args.messages} e-mails per row, best of {args.repeat}; load average before the run "
+        f"{load[0]:.1f} on {os.cpu_count()} cores (a shared machine: wall figures move with it, "
+        "CPU per e-mail much less)"
+    )
+    header = (
+        f"{'database':<11}{'row':<40}{'workers':>8}{'e-mails/s':>11}{'x baseline':>11}"
+        f"{'target':>8}{'x target':>9}{'CPU ms/e-mail':>14}"
+    )
+    print(header)
+    print("-" * len(header))
+    baselines = {db: run.rate for db, row, _, run in table if row == "noop" and run is not None}
+    for database, row, workers, run in table:
+        if run is None:
+            continue
+        base = baselines.get(database)
+        ratio = f"{run.rate / base:.2f}" if base and row != "noop" else ""
+        target = TARGETS.get(row)
+        print(
+            f"{database:<11}{LABELS[row]:<40}{workers:>8}{run.rate:>11.0f}{ratio:>11}"
+            f"{(f'{target:.0f}' if target else ''):>8}"
+            f"{(f'{run.rate / target:.2f}' if target else ''):>9}{run.cpu_ms:>14.3f}"
+        )
+    if memory is not None:
+        samples = [s for s in memory.samples if s[0] > 0]
+        tenth = next((s for s in samples if s[0] >= args.memory // 10), samples[0])
+        last = samples[-1]
+        print(
+            f"\nworker memory over {args.memory:,} e-mails (recording sink, SQLite, "
+            f"{memory.rate:.0f} e-mails/s, {memory.cpu_ms:.3f} CPU ms/e-mail): "
+            f"RSS {tenth[1] / 1024:.1f} MiB after {tenth[0]:,}, {last[1] / 1024:.1f} MiB after "
+            f"{last[0]:,} ({(last[1] - tenth[1]) / 1024:+.1f} MiB)"
+        )
 
 
 if __name__ == "__main__":

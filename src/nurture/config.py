@@ -130,6 +130,11 @@ class Settings(BaseSettings):
     # A CA bundle to trust for SMTP TLS instead of the system store (a private relay's CA).
     # Certificate and host-name checks stay on either way.
     smtp_ca_file: Path | None = None
+    # Throughput: persistent SMTP connections, and e-mails sent together (one claim commit,
+    # one provider batch request, one completion commit per batch).
+    smtp_pool_size: int = Field(default=4, ge=1, le=100)
+    smtp_messages_per_connection: int = Field(default=100, ge=1, le=100_000)
+    email_batch_size: int = Field(default=100, ge=1, le=1000)
 
     # Integrations: the default pack's hot-lead alert posts here (unset: silent). Webhook URLs
     # carry their token, so they are redacted like secrets.

@@ -9,6 +9,9 @@ feature validates its own section into typed models; errors name the file, line 
 
 from __future__ import annotations
 
+import copy
+import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,13 +138,51 @@ def resolve_dir(configured: Path | None, cwd: Path | None = None) -> tuple[Path,
     return DEFAULTS_DIR, True
 
 
-def load_pack(configured: Path | None = None, *, cwd: Path | None = None) -> Pack:
-    root, is_default = resolve_dir(configured, cwd)
-    pack = Pack(root=root, is_default=is_default)
-    files = sorted(p for p in root.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+# (file, mtime, size) of every YAML file a pack was read from.
+Fingerprint = tuple[tuple[str, int, int], ...]
+_cache: dict[tuple[Path, bool], tuple[Fingerprint, Pack]] = {}
+_cache_lock = threading.Lock()
+
+
+def _pack_files(root: Path) -> list[Path]:
+    files: list[Path] = []
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        if "templates" in dirs:
+            dirs.remove("templates")  # template meta.yaml files belong to their template
+        dirs.sort()
+        files.extend(Path(folder) / n for n in names if n.endswith((".yaml", ".yml")))
+    return sorted(files)
+
+
+def _fingerprint(files: list[Path]) -> Fingerprint:
+    stamps = []
     for path in files:
-        if "templates" in path.relative_to(root).parts:
-            continue  # template meta.yaml files belong to their template
+        try:
+            st = path.stat()
+        except OSError:
+            continue  # removed meanwhile: the fingerprint differs from the read, as it should
+        stamps.append((str(path), st.st_mtime_ns, st.st_size))
+    return tuple(stamps)
+
+
+def load_pack(configured: Path | None = None, *, cwd: Path | None = None) -> Pack:
+    """The pack in ``configured`` (see ``resolve_dir``).
+
+    Parsed packs are cached by folder and reused while none of their files changed (same names,
+    modification times and sizes): start-up and the request handlers that read the pack pay a
+    few ``stat`` calls instead of parsing every file again, and an edited folder is still read
+    afresh at exactly the places that re-read it before. Each caller gets its own copy.
+    """
+    root, is_default = resolve_dir(configured, cwd)
+    files = _pack_files(root)
+    fingerprint = _fingerprint(files)
+    cached = _cache.get((root, is_default))
+    if cached is not None and cached[0] == fingerprint:
+        return copy.deepcopy(cached[1])
+    pack = Pack(root=root, is_default=is_default)
+    for path in files:
         for key, located in read_file(path).items():
             pack.sections.setdefault(key, []).append(located)
-    return pack
+    with _cache_lock:
+        _cache[(root, is_default)] = (fingerprint, pack)
+    return copy.deepcopy(pack)

@@ -20,8 +20,9 @@ WAIT_SECONDS = 60.0
 class ProviderServer:
     """Serves a fake's ``handle`` over real HTTP, as if at the provider's documented host.
 
-    With ``hold_first`` the first accepted e-mail's answer is held back (``held`` is set) until
-    ``release``: the provider has the e-mail, the sender never learns it.
+    With ``hold_first`` the answer to the first request that was accepted (one e-mail, or a
+    whole batch) is held back (``held`` is set) until ``release``: the provider has the e-mails,
+    the sender never learns it.
     """
 
     def __init__(self, fake: FakeResend | FakeBrevo, origin: str, *, hold_first: bool) -> None:
@@ -47,7 +48,7 @@ class ProviderServer:
             except AssertionError as exc:  # a request the documented API would refuse
                 self.errors.append(f"{method} {path}: {exc!r}")
                 return httpx.Response(400, json={"message": "request does not match the API"})
-            hold = self.hold_first and accepted == 0 and len(self.fake.accepted) == 1
+            hold = self.hold_first and accepted == 0 and len(self.fake.accepted) > 0
         if hold:
             self.held.set()
             self.release.wait(WAIT_SECONDS)

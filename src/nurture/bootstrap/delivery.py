@@ -69,6 +69,9 @@ class DeliveryServices:
     client: httpx.AsyncClient | None
 
     async def aclose(self) -> None:
+        close = getattr(self.delivery.email, "aclose", None)
+        if close is not None:  # pooled SMTP connections
+            await close()
         if self.client is not None:
             await self.client.aclose()
 
@@ -123,6 +126,7 @@ def build_delivery(
         sms_limiter=None
         if settings.dry_run
         else limiter_for(db, clock, "sms", sms.name, settings.sms_rate_per_second),
+        batch_size=settings.email_batch_size,
     )
     outbound = Outbound(
         db,
@@ -142,7 +146,12 @@ def _email_channel(settings: Settings, client: httpx.AsyncClient, clock: Clock) 
         if settings.smtp_ca_file is not None:
             tls = ssl.create_default_context(cafile=str(settings.smtp_ca_file))
         return SmtpEmail(
-            settings.smtp_url, clock, timeout=settings.http_timeout_seconds, tls_context=tls
+            settings.smtp_url,
+            clock,
+            timeout=settings.http_timeout_seconds,
+            tls_context=tls,
+            pool_size=settings.smtp_pool_size,
+            max_per_connection=settings.smtp_messages_per_connection,
         )
     if settings.email_provider == "brevo":
         return BrevoEmail(settings.brevo_api_key, client, settings.brevo_api_url)

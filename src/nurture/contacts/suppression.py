@@ -8,6 +8,7 @@ so an erased contact stays suppressed without keeping the address itself.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import Connection
@@ -64,6 +65,26 @@ def check(
     reasons = store.reasons(conn, contact_id, email_hash(email))
     blocking = reasons & BLOCKS_ALL if transactional else reasons
     return sorted(blocking)[0] if blocking else None
+
+
+def check_many(
+    conn: Connection, targets: Sequence[tuple[int | None, str | None, bool]]
+) -> list[str | None]:
+    """``check`` for many ``(contact id, email, transactional)`` at once, in one query."""
+    hashes = [email_hash(email) for _, email, _ in targets]
+    by_id, by_hash = store.reasons_many(
+        conn,
+        [cid for cid, _, _ in targets if cid is not None],
+        [h for h in hashes if h is not None],
+    )
+    out: list[str | None] = []
+    for (cid, _, transactional), hashed in zip(targets, hashes, strict=True):
+        reasons = by_id.get(cid, set()) if cid is not None else set()
+        if hashed is not None:
+            reasons = reasons | by_hash.get(hashed, set())
+        blocking = reasons & BLOCKS_ALL if transactional else reasons
+        out.append(sorted(blocking)[0] if blocking else None)
+    return out
 
 
 def resubscribe(

@@ -6,8 +6,9 @@ live in ``nurture.providers.recording``.
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from nurture.errors import ProviderError
 
@@ -66,6 +67,52 @@ class EmailChannel(Protocol):
         """Send once. ``uncertain``: an earlier attempt may have reached the provider; settle it
         (idempotency key, look-up, same Message-ID) and never drop the message for fear of a
         duplicate. Raise ``ProviderError`` (``permanent``/``retry_after``) or ``SendUncertain``."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRequest:
+    """One provider request carrying several e-mails: exactly what is sent, so that a request
+    whose answer was lost can be replayed byte for byte under the same idempotency key.
+
+    Item ``i`` of the answer belongs to ``message_ids[i]``."""
+
+    key: str
+    message_ids: tuple[int, ...]
+    body: bytes
+    # The members themselves, when the request was built in this process (not stored: a
+    # replayed request has only its body). A provider that refuses a whole request for one bad
+    # member (Brevo) sends them one by one instead.
+    messages: tuple[OutboundEmail, ...] = field(default=(), compare=False, repr=False)
+
+
+# What a batch send returns per member, in ``message_ids`` order.
+BatchOutcome = SendResult | ProviderError
+
+
+@runtime_checkable
+class BatchEmailChannel(Protocol):
+    """An e-mail channel with a provider batch API (Resend ``/emails/batch``, Brevo
+    ``messageVersions``). Members of one request share ``batch_group``; ``None`` means the
+    message must go alone (through ``send``)."""
+
+    name: str
+    batch_size: int
+    # True: an unknown outcome is settled by replaying the stored request (idempotency key per
+    # request: Resend). False: members are settled one by one through ``send(uncertain=True)``
+    # (a look-up by our tag: Brevo), so the request need not be kept.
+    replays_batches: bool
+
+    async def send(self, message: OutboundEmail, *, uncertain: bool) -> SendResult: ...
+
+    def batch_group(self, message: OutboundEmail) -> Hashable | None: ...
+
+    def batch_request(self, messages: Sequence[OutboundEmail]) -> BatchRequest: ...
+
+    async def send_batch(self, request: BatchRequest, *, replay: bool) -> list[BatchOutcome]:
+        """Send the request. A failure of the whole request raises (``ProviderError`` /
+        ``SendUncertain``); otherwise one outcome per member: its ``SendResult``, or the
+        ``ProviderError`` the provider gave that member alone."""
         ...
 
 

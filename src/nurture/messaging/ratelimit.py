@@ -50,6 +50,22 @@ class RateLimiter:
                 raise RateLimited(f"{self.name}: local rate limit", retry_after=wait)
             await asyncio.sleep(wait)
 
+    async def acquire_up_to(self, wanted: int) -> tuple[int, float]:
+        """Tokens for a batch: ``(granted, wait)``. Waits (at most ``max_wait`` at a time) until
+        all ``wanted`` are granted or the next token is further away than ``max_wait``; then
+        ``wait`` is that distance, the time the rest of the batch should come back after."""
+        if self.rate <= 0 or wanted <= 0:
+            return wanted, 0.0
+        granted = 0
+        while True:
+            taken, wait = await asyncio.to_thread(self._take_up_to, wanted - granted)
+            granted += taken
+            if granted >= wanted:
+                return granted, 0.0
+            if wait > self.max_wait:
+                return granted, wait
+            await asyncio.sleep(wait)
+
     async def pause(self, seconds: float | None) -> None:
         """Hold every worker's next token back ``seconds`` (a provider's ``Retry-After``)."""
         if self.rate <= 0 or not seconds or seconds <= 0:
@@ -59,6 +75,12 @@ class RateLimiter:
     def _hold(self, seconds: float) -> None:
         with self.db.begin() as conn:
             rate_limits.hold(conn, self.name, self.rate, self.burst, seconds, self.clock.now())
+
+    def _take_up_to(self, wanted: int) -> tuple[int, float]:
+        with self.db.begin() as conn:
+            return rate_limits.take_up_to(
+                conn, self.name, self.rate, self.burst, self.clock.now(), wanted
+            )
 
     def _take(self) -> float:
         with self.db.begin() as conn:

@@ -9,7 +9,11 @@ nothing half-rendered is ever sent (the prototypes mailed literal ``{{placeholde
 from __future__ import annotations
 
 import copy
+import os
 import re
+import stat
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -119,11 +123,37 @@ def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any
     return out
 
 
+# A template's files and their (mtime, size), or ``None`` for a file that is absent.
+Fingerprint = tuple[str, tuple[tuple[int, int] | None, ...]]
+WATCHED = (*FILES, "meta.yaml")
+STRING_CACHE_SIZE = 512
+
+
+@dataclass(slots=True)
+class _Compiled:
+    """One template folder, parsed and compiled once, valid while its fingerprint holds."""
+
+    fingerprint: Fingerprint
+    meta: TemplateMeta
+    files: dict[str, jinja2.Template]
+    checked: float  # time.monotonic() of the last fingerprint check
+
+
 class TemplateStore:
     """Templates from several folders; the first folder holding a name wins (the automation
-    folder's ``templates/`` before the built-in pack)."""
+    folder's ``templates/`` before the built-in pack).
 
-    def __init__(self, roots: Sequence[Path]) -> None:
+    Each template is compiled once and kept while its files are unchanged: the files' modification
+    times and sizes are looked at again at most every ``recheck_seconds`` (a few ``stat`` calls
+    per template, not per e-mail), so an edited template is picked up within that time without a
+    restart, as before, and a campaign does not re-read its template for every e-mail.
+    """
+
+    def __init__(self, roots: Sequence[Path], *, recheck_seconds: float = 1.0) -> None:
+        self.recheck_seconds = recheck_seconds
+        self._compiled: dict[str, _Compiled] = {}
+        self._lock = threading.Lock()
+        self._strings: dict[str, jinja2.Template] = {}
         self.roots = [r for r in roots if r.is_dir()]
         self.env = SandboxedEnvironment(
             loader=jinja2.FileSystemLoader([str(r) for r in self.roots]),
@@ -134,7 +164,6 @@ class TemplateStore:
             keep_trailing_newline=False,
         )
         self.strings = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
-        self._meta: dict[str, TemplateMeta] = {}
 
     def names(self) -> list[str]:
         found: set[str] = set()
@@ -157,25 +186,52 @@ class TemplateStore:
         raise TemplateError(f"template {name!r} not found in {', '.join(map(str, self.roots))}")
 
     def meta(self, name: str) -> TemplateMeta:
-        cached = self._meta.get(name)
-        if cached is not None:
+        return self._template(name).meta
+
+    def _template(self, name: str) -> _Compiled:
+        cached = self._compiled.get(name)
+        now = time.monotonic()
+        if cached is not None and now - cached.checked < self.recheck_seconds:
             return cached
-        path = self.folder(name) / "meta.yaml"
-        meta = TemplateMeta()
-        if path.is_file():
-            try:
-                data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-                meta = TemplateMeta.model_validate(data)
-            except (yaml.YAMLError, ValidationError) as exc:
-                raise TemplateError(f"{path}: {exc}") from None
-        self._meta[name] = meta
-        return meta
+        folder = self.folder(name)
+        fingerprint = _fingerprint(folder)
+        if cached is not None and cached.fingerprint == fingerprint:
+            cached.checked = now
+            return cached
+        with self._lock:  # batches render in threads: compile each version once
+            cached = self._compiled.get(name)
+            if cached is not None and cached.fingerprint == fingerprint:
+                return cached
+            compiled = _Compiled(fingerprint, self._read_meta(folder), {}, now)
+            for file, stamp in zip(WATCHED, fingerprint[1], strict=True):
+                if stamp is not None and file in FILES:
+                    compiled.files[file] = self._compile(name, file)
+            self._compiled[name] = compiled
+        return compiled
+
+    @staticmethod
+    def _read_meta(folder: Path) -> TemplateMeta:
+        path = folder / "meta.yaml"
+        if not path.is_file():
+            return TemplateMeta()
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            return TemplateMeta.model_validate(data)
+        except (yaml.YAMLError, ValidationError) as exc:
+            raise TemplateError(f"{path}: {exc}") from None
+
+    def _compile(self, name: str, file: str) -> jinja2.Template:
+        try:
+            return self.env.get_template(f"{name}/{file}")
+        except jinja2.TemplateError as exc:
+            raise TemplateError(f"template {name}/{file}: {exc}") from None
 
     def _render_file(self, name: str, file: str, variables: Mapping[str, Any]) -> str | None:
-        if not (self.folder(name) / file).is_file():
+        template = self._template(name).files.get(file)
+        if template is None:
             return None
         try:
-            return self.env.get_template(f"{name}/{file}").render(variables)
+            return template.render(variables)
         except jinja2.UndefinedError as exc:
             raise TemplateError(
                 f"template {name}/{file}: undefined variable: {exc.message}"
@@ -225,11 +281,20 @@ class TemplateStore:
         self, source: str, variables: Mapping[str, Any], *, where: str = "text"
     ) -> str:
         try:
-            return self.strings.from_string(source).render(variables)
+            return self._string(source).render(variables)
         except jinja2.UndefinedError as exc:
             raise TemplateError(f"{where}: undefined variable: {exc.message}") from None
         except jinja2.TemplateError as exc:
             raise TemplateError(f"{where}: {exc}") from None
+
+    def _string(self, source: str) -> jinja2.Template:
+        """Inline templates (payloads, params, SMS texts) compiled once per distinct source."""
+        compiled = self._strings.get(source)
+        if compiled is None:
+            if len(self._strings) >= STRING_CACHE_SIZE:
+                self._strings.clear()
+            compiled = self._strings[source] = self.strings.from_string(source)
+        return compiled
 
     def sample_for(self, name: str) -> dict[str, Any]:
         return _deep_merge(SAMPLE, self.meta(name).sample)
@@ -248,6 +313,18 @@ class TemplateStore:
             except TemplateError as exc:
                 problems.append(str(exc))
         return problems
+
+
+def _fingerprint(folder: Path) -> Fingerprint:
+    stamps: list[tuple[int, int] | None] = []
+    for file in WATCHED:
+        try:
+            st = os.stat(folder / file)
+        except OSError:
+            stamps.append(None)
+            continue
+        stamps.append((st.st_mtime_ns, st.st_size) if stat.S_ISREG(st.st_mode) else None)
+    return str(folder), tuple(stamps)
 
 
 def template_store(pack: Pack) -> TemplateStore:

@@ -475,3 +475,20 @@ audit_log = Table(
     Column("client_addr", String(64), nullable=True),
     Index("ix_audit_log_target_kind_target_id", "target_kind", "target_id"),
 )
+
+# --- 0013 message batches --------------------------------------------------------------------
+
+# A provider batch request (Resend ``POST /emails/batch``) between its members' claim and their
+# completion: the exact body and idempotency key, so a batch whose answer was lost is replayed
+# byte for byte (the provider then returns the first result instead of sending again). Rows live
+# only for that window; completion deletes them.
+message_batches = Table(
+    "message_batches",
+    metadata,
+    Column("key", String(255), primary_key=True),
+    Column("provider", String(32), nullable=False),
+    # Member message ids, in request order: item i of the answer belongs to message_ids[i].
+    Column("message_ids", Json, nullable=False),
+    Column("body", Blob, nullable=False),  # zlib-compressed request body
+    Column("created_at", UtcDateTime, nullable=False),
+)

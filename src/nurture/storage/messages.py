@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 
-from nurture.schema.tables import messages
+from nurture.schema.tables import message_batches, messages
 from nurture.storage.dialect import insert_ignore
 
 # Statuses after which the key is settled: a replay or a second worker does nothing.
@@ -47,6 +48,16 @@ class Claim:
 def get_by_key(conn: Connection, key: str) -> dict[str, Any] | None:
     row = conn.execute(select(messages).where(messages.c.key == key)).mappings().first()
     return dict(row) if row else None
+
+
+def statuses_by_key(conn: Connection, keys: Sequence[str]) -> dict[str, str]:
+    """The status of each key that has a row."""
+    if not keys:
+        return {}
+    rows = conn.execute(
+        select(messages.c.key, messages.c.status).where(messages.c.key.in_(list(keys)))
+    )
+    return {r.key: r.status for r in rows}
 
 
 def get(conn: Connection, message_id: int) -> dict[str, Any] | None:
@@ -104,6 +115,157 @@ def claim(conn: Connection, values: dict[str, Any], now: datetime) -> Claim | No
         .values(status="sending", attempts=attempts, updated_at=now)
     )
     return Claim(current["id"], current["status"], attempts)
+
+
+def claim_many(
+    conn: Connection, rows: Sequence[dict[str, Any]], now: datetime
+) -> list[Claim | None]:
+    """``claim`` for a batch of keys, in order, in a few statements (one transaction).
+
+    New keys are inserted in one multi-row statement; the keys that already existed are then
+    locked and taken again unless settled, exactly as ``claim`` does one by one. The keys must
+    be distinct.
+    """
+    if not rows:
+        return []
+    # executemany with RETURNING: SQLAlchemy batches it into multi-row INSERTs ("insertmanyvalues")
+    # from one cached compiled statement; a conflicting key returns no row.
+    stmt = insert_ignore(conn, messages).returning(messages.c.id, messages.c.key)
+    # In key order: two workers claiming overlapping keys (a job run twice after a lost lease)
+    # then wait on each other's unique-index entries in the same order instead of deadlocking.
+    params = [
+        {**values, "status": "sending", "attempts": 1, "created_at": now, "updated_at": now}
+        for values in sorted(rows, key=lambda v: str(v["key"]))
+    ]
+    new = {r.key: r.id for r in conn.execute(stmt, params)}
+    existing_keys = [values["key"] for values in rows if values["key"] not in new]
+    existing: dict[str, Any] = {}
+    if existing_keys:
+        found = conn.execute(
+            select(messages.c.id, messages.c.key, messages.c.status, messages.c.attempts)
+            .where(messages.c.key.in_(existing_keys))
+            .order_by(messages.c.key)
+            .with_for_update()
+        )
+        existing = {r.key: r for r in found}
+    claims: list[Claim | None] = []
+    retaken: list[dict[str, Any]] = []
+    for values in rows:
+        key = values["key"]
+        if key in new:
+            claims.append(Claim(new[key], None, 1))
+            continue
+        current = existing[key]
+        if current.status in FINAL:
+            claims.append(None)
+            continue
+        attempts = current.attempts + 1
+        claims.append(Claim(current.id, current.status, attempts))
+        retaken.append({"b_id": current.id, "b_attempts": attempts})
+    if retaken:
+        conn.execute(
+            update(messages)
+            .where(messages.c.id == bindparam("b_id"))
+            .values(status="sending", attempts=bindparam("b_attempts"), updated_at=now),
+            retaken,
+        )
+    return claims
+
+
+def complete_many(
+    conn: Connection, done: Sequence[tuple[int, str | None, str | None]], now: datetime
+) -> None:
+    """``complete`` for ``(message id, provider message id, settled)`` triples."""
+    if not done:
+        return
+    conn.execute(
+        update(messages)
+        .where(messages.c.id == bindparam("b_id"))
+        .values(
+            status="sent",
+            provider_message_id=bindparam("b_provider_id"),
+            settled=bindparam("b_settled"),
+            error=None,
+            sent_at=now,
+            updated_at=now,
+        ),
+        [
+            {"b_id": mid, "b_provider_id": provider_id, "b_settled": settled}
+            for mid, provider_id, settled in sorted(done)
+        ],
+    )
+
+
+def fail_many(conn: Connection, failed: Sequence[tuple[int, str, str]], now: datetime) -> None:
+    """``fail`` for ``(message id, status, error)`` triples."""
+    if not failed:
+        return
+    conn.execute(
+        update(messages)
+        .where(messages.c.id == bindparam("b_id"))
+        .values(status=bindparam("b_status"), error=bindparam("b_error"), updated_at=now),
+        [
+            {"b_id": mid, "b_status": status, "b_error": error[:2000]}
+            for mid, status, error in sorted(failed)
+        ],
+    )
+
+
+def statuses(conn: Connection, message_ids: Sequence[int]) -> dict[int, str]:
+    if not message_ids:
+        return {}
+    rows = conn.execute(
+        select(messages.c.id, messages.c.status).where(messages.c.id.in_(list(message_ids)))
+    )
+    return {r.id: r.status for r in rows}
+
+
+# -- provider batch requests (the crash window of a batch) ----------------------------------------
+
+
+def save_batch(
+    conn: Connection,
+    key: str,
+    provider: str,
+    message_ids: Sequence[int],
+    body: bytes,
+    now: datetime,
+) -> None:
+    conn.execute(
+        insert(message_batches).values(
+            key=key, provider=provider, message_ids=list(message_ids), body=body, created_at=now
+        )
+    )
+
+
+def batches_with(conn: Connection, message_ids: Sequence[int]) -> list[dict[str, Any]]:
+    """The stored batch requests holding any of ``message_ids``.
+
+    Rows exist only between a batch's claim and its members' completion, so the table holds a
+    handful of rows (batches in flight, or whose answer was lost): reading the member lists of
+    all of them is cheaper than a per-member index written for every e-mail.
+    """
+    wanted = set(message_ids)
+    if not wanted:
+        return []
+    keys = [
+        r.key
+        for r in conn.execute(select(message_batches.c.key, message_batches.c.message_ids))
+        if wanted.intersection(r.message_ids)
+    ]
+    if not keys:
+        return []
+    rows = conn.execute(
+        select(message_batches)
+        .where(message_batches.c.key.in_(keys))
+        .order_by(message_batches.c.key)
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
+def drop_batches(conn: Connection, keys: Sequence[str]) -> None:
+    if keys:
+        conn.execute(delete(message_batches).where(message_batches.c.key.in_(list(keys))))
 
 
 def complete(

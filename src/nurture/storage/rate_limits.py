@@ -16,6 +16,15 @@ def take(conn: Connection, name: str, rate: float, burst: int, now: datetime) ->
     The row is locked (``FOR UPDATE`` on PostgreSQL; SQLite writers are serialised anyway), so
     concurrent workers never both spend the last token.
     """
+    taken, wait = take_up_to(conn, name, rate, burst, now, 1)
+    return 0.0 if taken else wait
+
+
+def take_up_to(
+    conn: Connection, name: str, rate: float, burst: int, now: datetime, wanted: int
+) -> tuple[int, float]:
+    """Take up to ``wanted`` whole tokens at once (a batch of sends): ``(taken, wait)``, where
+    ``wait`` is the seconds until the next token when fewer than ``wanted`` were available."""
     conn.execute(
         insert_ignore(conn, rate_limits).values(
             name=name, tokens_milli=burst * 1000, updated_at=now
@@ -28,17 +37,15 @@ def take(conn: Connection, name: str, rate: float, burst: int, now: datetime) ->
     ).one()
     elapsed = max(0.0, (now - row.updated_at).total_seconds())
     tokens = min(float(burst), row.tokens_milli / 1000 + elapsed * rate)
-    wait = 0.0
-    if tokens >= 1:
-        tokens -= 1
-    else:
-        wait = (1 - tokens) / rate
+    taken = max(0, min(wanted, int(tokens)))
+    tokens -= taken
+    wait = 0.0 if taken >= wanted else (1 - tokens) / rate
     conn.execute(
         update(rate_limits)
         .where(rate_limits.c.name == name)
         .values(tokens_milli=int(tokens * 1000), updated_at=max(now, row.updated_at))
     )
-    return wait
+    return taken, wait
 
 
 def hold(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -51,6 +52,32 @@ def reasons(conn: Connection, contact_id: int | None, email_hash: str | None) ->
         return set()
     rows = conn.execute(select(suppressions.c.reason).where(or_(*conds)))
     return {r.reason for r in rows}
+
+
+def reasons_many(
+    conn: Connection, contact_ids: Sequence[int], email_hashes: Sequence[str]
+) -> tuple[dict[int, set[str]], dict[str, set[str]]]:
+    """``reasons`` for many contacts at once: reasons by contact id and by address hash."""
+    conds = []
+    if contact_ids:
+        conds.append(suppressions.c.contact_id.in_(sorted(set(contact_ids))))
+    if email_hashes:
+        conds.append(suppressions.c.email_hash.in_(sorted(set(email_hashes))))
+    by_id: dict[int, set[str]] = {}
+    by_hash: dict[str, set[str]] = {}
+    if not conds:
+        return by_id, by_hash
+    rows = conn.execute(
+        select(suppressions.c.contact_id, suppressions.c.email_hash, suppressions.c.reason).where(
+            or_(*conds)
+        )
+    )
+    for r in rows:
+        if r.contact_id is not None:
+            by_id.setdefault(r.contact_id, set()).add(r.reason)
+        if r.email_hash is not None:
+            by_hash.setdefault(r.email_hash, set()).add(r.reason)
+    return by_id, by_hash
 
 
 def remove(

@@ -98,6 +98,7 @@ def test_smtp_end_to_end_mime_and_headers(
         row = message_store.get_by_key(conn, job.key)
     assert row is not None and row["provider_message_id"] == msg["Message-ID"]
     assert row["status"] == "sent"
+    channel.close()  # the pooled connection
 
 
 def test_smtp_resend_after_crash_keeps_the_message_id(
@@ -117,6 +118,7 @@ def test_smtp_resend_after_crash_keeps_the_message_id(
     assert len(inbox.messages) == 2 and len(ids) == 1
     with db.read() as conn:
         assert message_store.get_by_key(conn, job.key)["settled"] == "resent_same_message_id"  # type: ignore[index]
+    channel.close()
 
 
 def test_smtp_refused_login_is_permanent(

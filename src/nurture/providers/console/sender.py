@@ -33,9 +33,8 @@ class ConsoleEmail:
         self.clock = clock
 
     async def send(self, message: OutboundEmail, *, uncertain: bool) -> SendResult:
-        msg = mime.build(message, self.clock.now())
         path = self.outbox / mime.file_name(message.key)
-        await asyncio.to_thread(_write_atomically, path, msg.as_bytes())
+        await asyncio.to_thread(_write_atomically, path, mime.render(message, self.clock.now()))
         log.info(
             "e-mail written to the outbox",
             extra={
@@ -45,7 +44,9 @@ class ConsoleEmail:
                 "file": str(path),
             },
         )
-        return SendResult(msg["Message-ID"], "replaced_file" if uncertain else None)
+        return SendResult(
+            mime.message_id_for(message.key, message.sender), "replaced_file" if uncertain else None
+        )
 
 
 class ConsoleSms:

@@ -1,18 +1,34 @@
-"""Resend (``POST /emails``). The ``Idempotency-Key`` (derived from our message) makes a retry
-after an unknown outcome safe: Resend answers with the first send instead of sending again."""
+"""Resend (``POST /emails``, ``POST /emails/batch``). The ``Idempotency-Key`` makes a retry after
+an unknown outcome safe: Resend answers with the first result instead of sending again.
+
+A batch (up to 100 e-mails) is one request with one key, so its exact body is stored
+(``message_batches``) until its members are settled: a batch whose answer was lost is replayed
+byte for byte under the same key. ``x-batch-validation: permissive`` makes Resend send the valid
+e-mails of a batch and report the invalid ones by index (the default, strict, refuses the whole
+batch for one bad address).
+"""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import httpx
+import orjson
 
-from nurture.core.channels import OutboundEmail, SendResult
+from nurture.core.channels import (
+    BatchOutcome,
+    BatchRequest,
+    OutboundEmail,
+    SendResult,
+    SendUncertain,
+)
 from nurture.errors import ProviderError
 from nurture.providers.http import check, request, retry_after
 
 RESEND_API = "https://api.resend.com"
+BATCH_LIMIT = 100  # e-mails per /emails/batch request (Resend's documented maximum)
 MESSAGE_ID_TAG = "nurture_message_id"
 
 
@@ -37,8 +53,16 @@ def email_body(message: OutboundEmail) -> dict[str, Any]:
     return body
 
 
+def batch_key(messages: Sequence[OutboundEmail]) -> str:
+    """One batch's ``Idempotency-Key``: message ids are never reused, so neither is this."""
+    digest = hashlib.sha256("\n".join(m.key for m in messages).encode()).hexdigest()[:16]
+    return f"nurture-batch-{messages[0].message_id}-{len(messages)}-{digest}"
+
+
 class ResendEmail:
     name = "resend"
+    batch_size = BATCH_LIMIT
+    replays_batches = True
 
     def __init__(self, api_key: str, client: httpx.AsyncClient, base_url: str = RESEND_API) -> None:
         self.client = client
@@ -76,6 +100,73 @@ class ResendEmail:
                 return SendResult(None, "idempotency_key_conflict")
         check(response, "resend")
         return SendResult(str(response.json().get("id") or "") or None, settled)
+
+    def batch_group(self, message: OutboundEmail) -> Hashable | None:
+        # A provider template is refused by ``send`` with a clear error; keep it out of batches.
+        return None if message.provider_template is not None else "resend"
+
+    def batch_request(self, messages: Sequence[OutboundEmail]) -> BatchRequest:
+        body = orjson.dumps([email_body(m) for m in messages])
+        return BatchRequest(
+            batch_key(messages), tuple(m.message_id for m in messages), body, tuple(messages)
+        )
+
+    async def send_batch(self, batch: BatchRequest, *, replay: bool) -> list[BatchOutcome]:
+        response = await request(
+            self.client,
+            "resend",
+            "POST",
+            f"{self.base_url}/emails/batch",
+            content=batch.body,
+            headers={
+                "authorization": f"Bearer {self.api_key}",
+                "content-type": "application/json",
+                "idempotency-key": batch.key,
+                "x-batch-validation": "permissive",
+            },
+        )
+        settled = "idempotency_key" if replay else None
+        count = len(batch.message_ids)
+        if response.status_code == 409:
+            name = _error_name(response)
+            if name == "concurrent_idempotent_requests":
+                raise ProviderError(
+                    "resend: the same batch is in flight", retry_after=retry_after(response) or 1.0
+                )
+            if replay and name == "invalid_idempotent_request":
+                # The key was used (so Resend took that batch) with another body: the e-mails
+                # went out; their ids are not returned.
+                return [SendResult(None, "idempotency_key_conflict")] * count
+        check(response, "resend")
+        return _batch_outcomes(response, count, settled)
+
+
+def _batch_outcomes(
+    response: httpx.Response, count: int, settled: str | None
+) -> list[BatchOutcome]:
+    """``{"data": [{"id"}...], "errors": [{"index", "message"}...]}``: in permissive mode
+    ``data`` lists the accepted e-mails in request order, skipping the refused indexes."""
+    try:
+        answer = response.json()
+        ids = [str(item["id"]) for item in answer.get("data") or []]
+        refused = {
+            int(e["index"]): str(e.get("message") or "refused") for e in answer.get("errors") or []
+        }
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise SendUncertain(f"resend: unreadable batch answer: {response.text[:300]!r}") from exc
+    if len(ids) + len(refused) != count or any(not 0 <= i < count for i in refused):
+        # Accepted, but which item is which cannot be told: settle as an unknown outcome.
+        raise SendUncertain(
+            f"resend: batch answer has {len(ids)} ids and {len(refused)} errors for {count} e-mails"
+        )
+    accepted = iter(ids)
+    out: list[BatchOutcome] = []
+    for index in range(count):
+        if index in refused:
+            out.append(ProviderError(f"resend: refused: {refused[index]}", permanent=True))
+        else:
+            out.append(SendResult(next(accepted), settled))
+    return out
 
 
 def _error_name(response: httpx.Response) -> str:
