@@ -2,6 +2,8 @@
 
 - ``nurture serve`` under load: it stops accepting, answers the requests it has, and exits 0;
   every event it answered 202 for is in the database.
+- ``nurture worker`` processing events: it stops between batches, nothing half-done or failed,
+  no partition lock left (they belong to the batch's transaction); the next worker goes on.
 - ``nurture worker`` with e-mails held at the provider: within NURTURE_JOB_GRACE_SECONDS the
   jobs finish; past it they are handed back at once (``scheduled``, the attempt refunded),
   none left ``running`` until its lease expires, and the next worker delivers each e-mail once.
@@ -23,11 +25,16 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from nurture import jobs
+from nurture.clock import SystemClock
+from nurture.config import Settings
+from nurture.core.events import ContactRef, InboundEvent
+from nurture.intake.ingest import Ingestor
 from nurture.schema.tables import events
 from nurture.storage import contacts as contact_store
+from nurture.storage import events as event_store
 from nurture.storage import jobs as job_store
 from nurture.storage import messages as message_store
 from nurture.storage.engine import Database
@@ -287,3 +294,69 @@ def test_worker_hands_back_jobs_that_outlast_the_grace_period(
     assert [m["status"] for m in message_rows(db, keys)] == ["sent"] * EMAILS
     # Resend saw each e-mail twice with the same Idempotency-Key and delivered it once.
     assert len(provider.fake.accepted) == EMAILS
+
+
+def test_worker_stops_between_event_batches_and_leaves_none_claimed(
+    worker_env: tuple[Database, dict[str, str]], tmp_path: Path
+) -> None:
+    db, env = worker_env
+    now = datetime.now(UTC)
+    batch = [
+        InboundEvent(
+            source="track",
+            type="page.viewed",
+            dedupe_key=f"id:part-{i}",
+            contact=ContactRef(email=f"p{i % 500}@example.com"),
+            data={"url": f"/{i}"},
+            occurred_at=now,
+        )
+        for i in range(3000)
+    ]
+    ingestor = Ingestor(db, SystemClock())
+    try:
+        ingestor.store(batch)
+    finally:
+        ingestor.close()
+
+    def counts() -> dict[str, int]:
+        with db.read() as conn:
+            return event_store.count_by_status(conn)
+
+    env = {**env, "NURTURE_PROCESS_BATCH_SIZE": "50"}
+    first = spawn_worker(env, tmp_path / "first.log")
+    try:
+        wait_for("some events processed", lambda: counts().get("processed", 0) > 0, first)
+        first.send_signal(signal.SIGTERM)
+        code = first.wait(timeout=WAIT_SECONDS)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert code == 0, (tmp_path / "first.log").read_text()[-3000:]
+    # Stopped between batches: nothing half-done, nothing failed or charged an attempt.
+    with db.read() as conn:
+        interrupted = conn.execute(
+            select(events.c.id).where(events.c.status != "processed", events.c.attempts > 0)
+        ).all()
+    assert interrupted == []
+    left = counts()
+    assert left.get("failed", 0) == 0
+    assert left.get("pending", 0) > 0, "stopped mid-stream, some events are left"
+    if not db.is_sqlite:
+        # Partition locks were transaction-scoped: every partition can be taken at once.
+        with db.read() as conn:
+            free = conn.execute(
+                text(
+                    "SELECT count(*) FROM generate_series(0, :n - 1) AS p "
+                    "WHERE pg_try_advisory_xact_lock(7301, p)"
+                ),
+                {"n": Settings().partitions},
+            ).scalar_one()
+        assert free == Settings().partitions
+    second = spawn_worker(env, tmp_path / "second.log")
+    try:
+        wait_for("the rest processed", lambda: counts().get("pending", 0) == 0, second)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        code = second.wait(timeout=WAIT_SECONDS)
+    assert code == 0, (tmp_path / "second.log").read_text()[-3000:]
+    assert counts().get("failed", 0) == 0
