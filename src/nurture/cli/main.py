@@ -10,6 +10,7 @@ import typer
 
 from nurture import logs
 from nurture.bootstrap import build_processor, build_worker_loops
+from nurture.cli import backup as backup_cli
 from nurture.cli import commerce as commerce_cli
 from nurture.cli import endpoints as endpoints_cli
 from nurture.cli import jobs as jobs_cli
@@ -36,6 +37,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(jobs_cli.app, name="jobs")
 rules_cli.register(app)
 privacy_cli.register(rules_cli.contacts_app)
+backup_cli.register(app)
 commerce_cli.register(app)
 app.add_typer(templates_cli.app, name="templates")
 app.add_typer(endpoints_cli.app, name="endpoints")
