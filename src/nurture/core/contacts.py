@@ -9,7 +9,8 @@ from typing import Any
 
 # Status only moves "down" this order by events; lifting a suppression needs an explicit
 # re-subscribe through the API. A late ``delivered`` therefore never undoes a bounce.
-STATUS_RANK = {"subscribed": 0, "unsubscribed": 1, "complained": 2, "bounced": 3}
+# ``pending``: signed up through a double opt-in form, not confirmed yet (no marketing mail).
+STATUS_RANK = {"subscribed": 0, "pending": 1, "unsubscribed": 2, "complained": 3, "bounced": 4}
 # The status a new contact starts with when its address is already suppressed (imported or
 # re-created after an unsubscribe or an erasure): the suppression reason, in status terms.
 STATUS_FOR_SUPPRESSION = {

@@ -321,7 +321,7 @@ class Delivery:
         reasons = suppression.check(conn, contact.id, contact.email, transactional=transactional)
         if transactional:
             return reasons if reasons == "erased" else None
-        if contact.status in ("unsubscribed", "complained"):
+        if contact.status in ("pending", "unsubscribed", "complained"):
             return f"contact status {contact.status}"
         return reasons if reasons not in (None, "bounced") else None
 

@@ -63,6 +63,7 @@ def held(conn: Connection, contact_id: int) -> dict[str, list[dict[str, Any]]]:
             order=[t.rule_fires.c.rule_id],
         ),
         "jobs": _rows(conn, t.jobs, t.jobs.c.contact_id == contact_id),
+        "consents": _rows(conn, t.consents, t.consents.c.contact_id == contact_id),
     }
 
 
@@ -205,7 +206,7 @@ def detach_suppressions(conn: Connection, contact_id: int) -> int:
 
 # Rows of the contact's own, deleted with it (after the lines and steps that hang from them).
 _OWNED: tuple[Table, ...] = (t.timeline, t.tasks, t.orders, t.enrollments, t.score_ledger)
-_OWNED += (t.rule_fires, t.notion_pages, t.identities)
+_OWNED += (t.rule_fires, t.notion_pages, t.consents, t.identities)
 
 
 def delete_owned(conn: Connection, contact_id: int) -> dict[str, int]:

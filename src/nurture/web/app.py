@@ -17,6 +17,7 @@ from nurture.providers.track.inbound import TrackSource
 from nurture.web import (
     admin,
     commerce,
+    confirm,
     errors,
     events_api,
     health,
@@ -109,6 +110,7 @@ def create_app(
     app.include_router(sequences.router)
     app.include_router(metrics.router)
     app.include_router(unsubscribe.router)
+    app.include_router(confirm.router)
     app.include_router(delivery_admin_router)  # messages, suppressions, endpoints
     app.add_middleware(AuditLog, db=container.db, clock=container.clock)
     if access_log:
