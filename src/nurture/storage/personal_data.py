@@ -92,7 +92,9 @@ def lock_contact(conn: Connection, contact_id: int) -> dict[str, Any] | None:
 
 def hold_contact(conn: Connection, contact_id: int) -> bool:
     """``True`` if the contact exists; a share lock keeps an erasure out until commit."""
-    stmt = select(t.contacts.c.id).where(t.contacts.c.id == contact_id).with_for_update(read=True)
+    # KEY SHARE: conflicts with the erasure's DELETE, not with the processor's UPDATEs.
+    stmt = select(t.contacts.c.id).where(t.contacts.c.id == contact_id)
+    stmt = stmt.with_for_update(read=True, key_share=True)
     return conn.execute(stmt).first() is not None
 
 
@@ -107,27 +109,26 @@ def _events_of(contact_id: int, keys: Sequence[str]) -> Any:
 def redact_events(
     conn: Connection, contact_id: int, keys: Sequence[str], now: datetime
 ) -> tuple[int, int]:
-    """Blank the payloads of the contact's t.events, keeping type and times; an event still
+    """Blank the payloads of the contact's events, keeping type and times; an event still
     pending is closed so that processing it cannot re-create the contact. ``(redacted,
     closed)``. The dedupe key stays: a sender re-delivering the same event gets ``duplicate``."""
     which = _events_of(contact_id, keys)
-    ids = [r.id for r in conn.execute(select(t.events.c.id).where(which))]
-    if not ids:
-        return 0, 0
     closed = conn.execute(
         update(t.events)
-        .where(t.events.c.id.in_(ids), t.events.c.status == "pending")
+        .where(which, t.events.c.status == "pending")
         .values(status="processed", processed_at=now)
     ).rowcount
-    types = conn.execute(select(t.events.c.type).where(t.events.c.id.in_(ids)).distinct()).scalars()
-    for type_ in list(types):
-        conn.execute(
+    # By type: the blank canonical keeps it. No id list, so no bound-parameter limit.
+    types = list(conn.execute(select(t.events.c.type).where(which).distinct()).scalars())
+    redacted = 0
+    for type_ in types:
+        redacted += conn.execute(
             update(t.events)
-            .where(t.events.c.id.in_(ids), t.events.c.type == type_)
+            .where(which, t.events.c.type == type_)
             .values(raw=None, content_type=None, contact_key=None, contact_id=None, error=None)
             .values(canonical={"type": type_, "contact": None, "data": {}, "erased": True})
-        )
-    return len(ids), int(closed)
+        ).rowcount
+    return redacted, int(closed)
 
 
 def _erased_key(table: Table) -> Any:
