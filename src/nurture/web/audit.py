@@ -30,22 +30,18 @@ MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 PREFIX = "/api/v1/"
 NOT_CHANGES = frozenset({"/api/v1/events", "/api/v1/rules/dry-run"})
 
+# Keys of the request state (``scope["state"]``), which the middleware reads after the handler.
 _KEY = "nurture_api_key"
 _DONE = "nurture_audited"
 
 
 def note_api_key(request: Request, name: str) -> None:
-    request.state.__setattr__(_KEY, name)
+    request.state.nurture_api_key = name
 
 
 def mark_audited(request: Request) -> None:
     """The handler's use case wrote its own audit entry (same transaction as the change)."""
-    request.state.__setattr__(_DONE, True)
-
-
-def actor(request: Request) -> str:
-    name = getattr(request.state, _KEY, None)
-    return f"key:{name}" if name else "anonymous"
+    request.state.nurture_audited = True
 
 
 def client_addr(request: Request) -> str | None:

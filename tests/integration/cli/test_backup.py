@@ -64,10 +64,12 @@ def test_every_refusal_names_the_problem_and_changes_nothing(
     with db.begin() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = '0999'"))
     newer = tmp_path / "newer.backup"
-    assert run(["backup", str(newer)], database_url)[0] == 0
-    with db.begin() as conn:
-        conn.execute(text("DELETE FROM contacts"))
-        conn.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": head})
+    try:
+        assert run(["backup", str(newer)], database_url)[0] == 0
+    finally:  # the PostgreSQL test database outlives this test
+        with db.begin() as conn:
+            conn.execute(text("DELETE FROM contacts"))
+            conn.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": head})
     code, out = run(["restore", str(newer), "--force"], database_url)
     assert code == 1 and "schema revision 0999, newer than this version of nurture" in out
     assert emails(db) == []  # what was there stays
