@@ -20,6 +20,7 @@ from nurture.clock import Clock, SystemClock
 from nurture.commerce import purchases
 from nurture.config import Settings
 from nurture.contacts.bookings import BookingStep
+from nurture.contacts.consent import ConsentStep
 from nurture.intake.context import Step
 from nurture.intake.process import EventProcessor
 from nurture.integrations import notion, tasks
@@ -28,6 +29,7 @@ from nurture.jobs import HandlerRegistry, JobWorker
 from nurture.jobs.worker import WorkerLoop
 from nurture.logs import register_secrets
 from nurture.messaging.email_status import EmailStatusStep
+from nurture.messaging.unsubscribe import confirm_url, signing_key
 from nurture.pack import load_pack
 from nurture.storage.engine import Database
 
@@ -70,8 +72,11 @@ def build_steps(container: Container) -> list[Step]:
     """The processing pipeline, in order. Feature packages add their step here."""
     s = container.settings
     pack = load_pack(s.automation_dir)
+    key = signing_key(s)
     steps: list[Step] = [
         EmailStatusStep(),  # bounces/unsubscribes first: later steps see the status
+        # Consent and the double opt-in's ``pending`` status, before any rule could mail.
+        ConsentStep(lambda consent_id: confirm_url(s.public_url, key, consent_id)),
         BookingStep(),  # booking_status/call_date, before rules read them
         purchases.build_purchase_step(s.automation_dir),  # orders + RFM, before rules read them
     ]

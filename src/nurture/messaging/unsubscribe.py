@@ -25,24 +25,31 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def _sig(key: str, contact_id: int) -> str:
-    mac = hmac.new(key.encode(), f"unsubscribe:{contact_id}".encode(), hashlib.sha256)
+def _sig(key: str, contact_id: int, purpose: str) -> str:
+    # The purpose is signed: an unsubscribe token never confirms a signup, nor the reverse.
+    mac = hmac.new(key.encode(), f"{purpose}:{contact_id}".encode(), hashlib.sha256)
     return _b64(mac.digest()[:18])
 
 
-def make_token(key: str, contact_id: int) -> str:
-    return f"{contact_id}.{_sig(key, contact_id)}"
+def make_token(key: str, contact_id: int, purpose: str = "unsubscribe") -> str:
+    """``purpose`` "confirm" signs a double opt-in link, whose number is the consent id."""
+    return f"{contact_id}.{_sig(key, contact_id, purpose)}"
 
 
-def read_token(key: str, token: str) -> int:
-    """The contact id a genuine token names; ``Unauthenticated`` for anything else."""
+def read_token(key: str, token: str, purpose: str = "unsubscribe") -> int:
+    """The id a genuine token names; ``Unauthenticated`` for anything else."""
     head, _, sig = token.partition(".")
     if not head.isdigit() or not sig or len(head) > 19:
-        raise Unauthenticated("malformed unsubscribe token")
+        raise Unauthenticated(f"malformed {purpose} token")
     contact_id = int(head)
-    if not hmac.compare_digest(sig, _sig(key, contact_id)):
-        raise Unauthenticated("unsubscribe token signature does not match")
+    if not hmac.compare_digest(sig, _sig(key, contact_id, purpose)):
+        raise Unauthenticated(f"{purpose} token signature does not match")
     return contact_id
+
+
+def confirm_url(public_url: str, key: str, consent_id: int) -> str:
+    """The double opt-in link of a consent (``web/confirm.py``)."""
+    return f"{public_url.rstrip('/')}/confirm/{make_token(key, consent_id, 'confirm')}"
 
 
 def unsubscribe_url(public_url: str, key: str, contact_id: int) -> str:

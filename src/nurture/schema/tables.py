@@ -476,6 +476,32 @@ audit_log = Table(
     Index("ix_audit_log_target_kind_target_id", "target_kind", "target_id"),
 )
 
+# --- 0011 consent ---------------------------------------------------------------------------------
+
+# What a form signup agreed to (the form's consent text and version, the consent fields as
+# submitted), when and from which address. With double opt-in the row is ``pending`` until the
+# person follows the signed link in the confirmation e-mail (``confirmed``); otherwise ``given``.
+# Personal data: deleted with the contact on erasure.
+consents = Table(
+    "consents",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column(
+        "contact_id", Id, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False, index=True
+    ),
+    Column("form_id", String(64), nullable=False),
+    Column("text", Text, nullable=True),
+    Column("version", String(100), nullable=True),
+    Column("fields", Json, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("given_at", UtcDateTime, nullable=False),
+    Column("client_addr", String(64), nullable=True),
+    # The submission: a replayed event records nothing twice.
+    Column("event_id", Id, nullable=True, unique=True),
+    Column("confirmed_at", UtcDateTime, nullable=True),
+    Column("confirmed_addr", String(64), nullable=True),
+)
+
 # --- 0013 message batches --------------------------------------------------------------------
 
 # A provider batch request (Resend ``POST /emails/batch``) between its members' claim and their

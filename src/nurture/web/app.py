@@ -17,6 +17,7 @@ from nurture.providers.track.inbound import TrackSource
 from nurture.web import (
     admin,
     commerce,
+    confirm,
     errors,
     events_api,
     health,
@@ -29,6 +30,7 @@ from nurture.web import (
     webhooks,
 )
 from nurture.web.access import AccessLog
+from nurture.web.audit import AuditLog
 from nurture.web.messages import router as delivery_admin_router
 from nurture.web.state import WebState
 from nurture.web.webhooks import Intake
@@ -109,7 +111,9 @@ def create_app(
     app.include_router(sequences.router)
     app.include_router(metrics.router)
     app.include_router(unsubscribe.router)
+    app.include_router(confirm.router)
     app.include_router(delivery_admin_router)  # messages, suppressions, endpoints
+    app.add_middleware(AuditLog, db=container.db, clock=container.clock)
     if access_log:
         app.add_middleware(AccessLog)
     return app

@@ -105,7 +105,7 @@ async def _submit_form(st: WebState, d: Delivery, form_id: str) -> IngestOutcome
     raw = await d.body(st.container.settings.max_body_bytes)
     form.authenticate(d.headers, raw, st.container.clock.now(), d.query)
     ctype = d.media_type(JSON, FORM_MEDIA)
-    events = form.parse(raw, d.headers)
+    events = form.parse(raw, d.headers, client_addr=d.client_host)
     return await st.ingestor.submit(events, raw, ctype, d.client_host)
 
 

@@ -68,11 +68,14 @@ def test_signed_submission_upserts_the_contact(h: Harness) -> None:
         "email": "ann@example.com",
         "traits": {"first_name": "Ann", "business_name": "Ann's Bakery"},
     }
+    consent = canonical["data"].pop("consent")  # the default pack declares its consent text
     assert canonical["data"] == {
         "form": "christmas-assessment",
         **SUBMISSION,
         "email": "ann@example.com",
     }
+    assert consent["version"] == "2026-11" and consent["client_addr"] == "testclient"
+    assert consent["double_opt_in"] is False and consent["fields"] == {}
     process_all(h)
     with h.container.db.read() as conn:
         from nurture.storage import contacts

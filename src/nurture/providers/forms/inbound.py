@@ -31,6 +31,8 @@ from nurture.providers.signing import STANDARD_HEADERS, has_standard_headers, ve
 
 FORM_MEDIA = "application/x-www-form-urlencoded"
 WRITE_KEY_HEADER = "x-nurture-write-key"
+# A double opt-in form's submission before the person confirmed it.
+UNCONFIRMED = "form.unconfirmed"
 
 
 def _email(value: str) -> str:
@@ -176,7 +178,10 @@ class FormSource:
     def verify(self, headers: Mapping[str, str], raw_body: bytes, now: datetime) -> None:
         self.authenticate(headers, raw_body, now, {})
 
-    def parse(self, raw_body: bytes, headers: Mapping[str, str]) -> list[InboundEvent]:
+    def parse(
+        self, raw_body: bytes, headers: Mapping[str, str], client_addr: str | None = None
+    ) -> list[InboundEvent]:
+        """``client_addr``: where the submission came from, recorded with the consent."""
         media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
         values: Any
         if media == FORM_MEDIA:
@@ -202,13 +207,28 @@ class FormSource:
             key = f"sub:{submission}"
         else:
             key = content_hash(spec.id, fields)
+        data: dict[str, Any] = {"form": spec.id, **fields}
+        event_type = spec.event_type
+        if spec.consent is not None:
+            consent = spec.consent
+            data["consent"] = {
+                "text": consent.text,
+                "version": consent.version,
+                "fields": {name: fields.get(name) for name in consent.fields},
+                "client_addr": client_addr,
+                "double_opt_in": consent.double_opt_in,
+            }
+            if consent.double_opt_in:
+                # Rules and sequences see ``event_type`` only once the person confirms.
+                data["consent"].update(then=event_type, confirm_template=consent.confirm_template)
+                event_type = UNCONFIRMED
         return [
             InboundEvent(
                 source=self.name,
-                type=spec.event_type,
+                type=event_type,
                 dedupe_key=f"{spec.id}:{key}",
                 # the spec requires the e-mail field, so a valid submission always names a contact
                 contact=ContactRef(email=fields[spec.contact.email], traits=traits),
-                data={"form": spec.id, **fields},
+                data=data,
             )
         ]

@@ -46,6 +46,21 @@ class ContactMapping(BaseModel):
     traits: dict[str, str] = Field(default_factory=dict)
 
 
+class ConsentSpec(BaseModel):
+    """What a signup agrees to. Every submission records ``text`` and ``version``, the values
+    of ``fields`` (checkboxes) as submitted, the time and the sender's address."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    text: str = Field(min_length=1, max_length=2000)
+    version: str | None = Field(default=None, max_length=100)
+    fields: list[str] = Field(default_factory=list)
+    # A confirmation e-mail with a signed link; no marketing mail and no ``event_type`` event
+    # (so no rule or sequence) until the person confirms.
+    double_opt_in: bool = False
+    confirm_template: str = "confirm_subscription"
+
+
 class FormSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -56,6 +71,7 @@ class FormSpec(BaseModel):
     event_type: str = Field(default="form.submitted", pattern=r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
     fields: dict[str, FieldSpec]
     contact: ContactMapping = Field(default_factory=ContactMapping)
+    consent: ConsentSpec | None = None
 
     @model_validator(mode="after")
     def _mapping_names_fields(self) -> FormSpec:
@@ -70,4 +86,7 @@ class FormSpec(BaseModel):
         for trait, name in self.contact.traits.items():
             if name not in self.fields:
                 raise ValueError(f"contact.traits.{trait} names {name!r}, which is not a field")
+        for name in self.consent.fields if self.consent else []:
+            if name not in self.fields:
+                raise ValueError(f"consent.fields names {name!r}, which is not a field")
         return self
