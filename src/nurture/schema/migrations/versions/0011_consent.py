@@ -1,7 +1,7 @@
 """consent: what a form signup agreed to, when, from where; double opt-in confirmations
 
 Revision ID: 0011
-Revises: 0008
+Revises: 0010
 Create Date: 2026-12-06
 """
 
@@ -11,7 +11,7 @@ from alembic import op
 from nurture.schema.types import Id, Json, UtcDateTime
 
 revision = "0011"
-down_revision = "0008"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
