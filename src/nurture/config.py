@@ -107,7 +107,7 @@ class Settings(BaseSettings):
     retention_delivery_days: int = Field(default=30, ge=0, le=36_500)
     retention_timeline_days: int = Field(default=180, ge=0, le=36_500)
     # Rows per pruning transaction: each one holds SQLite's write lock, so keep it small.
-    retention_batch_size: int = Field(default=2000, ge=10, le=10_000)
+    retention_batch_size: int = Field(default=500, ge=10, le=10_000)
     # How often the pruning job runs.
     retention_interval_minutes: int = Field(default=60, ge=1, le=10_080)
 

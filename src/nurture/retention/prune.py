@@ -46,8 +46,8 @@ log = logging.getLogger("nurture.retention")
 JOB_KIND = "retention_prune"
 RAW_MARK = "events.raw"
 DETAIL_MARK = "timeline.detail"
-# Pages per incremental-vacuum transaction (4 MB at the default page size).
-VACUUM_STEP_PAGES = 1000
+# Pages per incremental-vacuum transaction (2 MB at the default page size).
+VACUUM_STEP_PAGES = 500
 MIN_PAUSE_SECONDS = 0.005
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
@@ -60,7 +60,7 @@ class Policy:
     job_days: int = 14
     delivery_days: int = 30
     timeline_days: int = 180
-    batch_size: int = 2000
+    batch_size: int = 500
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Policy:
@@ -86,6 +86,7 @@ class Pruned:
     days: int
     rows: int = 0
     batches: int = 0
+    longest_write_seconds: float = 0.0
 
 
 @dataclass
@@ -97,6 +98,7 @@ class PruneReport:
     vacuumed_pages: int = 0
     writes: int = 0
     longest_write_seconds: float = 0.0
+    longest_vacuum_seconds: float = 0.0
 
     @property
     def rows(self) -> int:
@@ -169,6 +171,7 @@ class Pruner:
         self.vacuum_step_pages = vacuum_step_pages
         self.writes = 0
         self.longest_write = 0.0
+        self.longest_vacuum = 0.0
 
     def run(self, now: datetime, *, dry_run: bool = False) -> PruneReport:
         with self.db.read() as conn:
@@ -187,26 +190,40 @@ class Pruner:
         vacuumed = 0 if dry_run else self.reclaim()
         with self.db.read() as conn:
             after = store.space(conn)
-        return PruneReport(items, dry_run, before, after, vacuumed, self.writes, self.longest_write)
+        return PruneReport(
+            items,
+            dry_run,
+            before,
+            after,
+            vacuumed,
+            self.writes,
+            self.longest_write,
+            self.longest_vacuum,
+        )
 
     # -- transactions ---------------------------------------------------------------------
 
     @contextmanager
-    def _write(self) -> Iterator[Connection]:
+    def _write(self, item: Pruned | None) -> Iterator[Connection]:
         """One short write transaction, timed from the moment it holds the writer to its commit,
-        then a pause at least as long, so the pass never takes more than half the writer's time."""
+        then a pause at least as long, so the pass never takes more than half the writer's time.
+        ``item``: the table it prunes (``None``: a vacuum step)."""
         with self.db.begin() as conn:
             started = time.perf_counter()
             yield conn
         held = time.perf_counter() - started
         self.writes += 1
         self.longest_write = max(self.longest_write, held)
+        if item is None:
+            self.longest_vacuum = max(self.longest_vacuum, held)
+        else:
+            item.longest_write_seconds = max(item.longest_write_seconds, held)
         if self.heartbeat is not None:
             self.heartbeat()
         self.pause(max(MIN_PAUSE_SECONDS, held))
 
-    def _batch(self, dry_run: bool) -> Any:
-        return self.db.read() if dry_run else self._write()
+    def _batch(self, item: Pruned, dry_run: bool) -> Any:
+        return self.db.read() if dry_run else self._write(item)
 
     # -- the tables -----------------------------------------------------------------------
 
@@ -243,7 +260,7 @@ class Pruner:
         size = self.policy.batch_size
         after: int | None = None
         while True:
-            with self._batch(dry_run) as conn:
+            with self._batch(item, dry_run) as conn:
                 if dry_run:
                     after = store.read_mark(conn, mark) if after is None else after
                 else:
@@ -264,7 +281,7 @@ class Pruner:
         size = self.policy.batch_size
         after = 0
         while True:
-            with self._batch(dry_run) as conn:
+            with self._batch(item, dry_run) as conn:
                 rows = store.deliveries_after(conn, after, size)
                 walk = aged_walk(rows, after, cutoff)
                 changed = len(walk.ids) if dry_run else store.delete_deliveries(conn, walk.ids)
@@ -282,7 +299,7 @@ class Pruner:
             item.batches = item.rows // size + 1
             return
         while True:
-            with self._write() as conn:
+            with self._write(item) as conn:
                 ids = store.finished_jobs(conn, cutoff, size)
                 deleted = store.delete_jobs(conn, ids, cutoff)
             item.rows += deleted
@@ -304,7 +321,7 @@ class Pruner:
             return 0
         released = 0
         for _ in range(free // self.vacuum_step_pages + 1):
-            with self._write() as conn:
+            with self._write(None) as conn:
                 before = store.free_pages(conn)
                 if before == 0:
                     break
@@ -355,6 +372,7 @@ def run_pass(db: Database, policy: Policy, interval: timedelta, ctx: jobs.JobCon
             "freed_bytes": report.freed_bytes,
             "writes": report.writes,
             "longest_write_ms": round(report.longest_write_seconds * 1000, 1),
+            "longest_vacuum_ms": round(report.longest_vacuum_seconds * 1000, 1),
         },
     )
 

@@ -67,7 +67,7 @@ def test_the_policy_comes_from_the_settings() -> None:
     assert Policy.from_settings(s) == Policy(7, 0, 3, 0, 500)
     assert Policy.from_settings(s).enabled
     assert not Policy(0, 0, 0, 0).enabled
-    assert Policy.from_settings(Settings()) == Policy(30, 14, 30, 180, 2000)
+    assert Policy.from_settings(Settings()) == Policy(30, 14, 30, 180, 500)
 
 
 @pytest.mark.parametrize(
