@@ -16,13 +16,14 @@ every virtual day, pruning happens about a hundred times during the run, each ti
 ~10,000 events that just left the window. Ingest stays at most ``--backlog`` events ahead of
 processing (a real sender is not infinitely faster than the worker).
 
-Columns: events ingested so far; the database's size (pages in use; the file is that plus the
-WAL) and its free pages; MB per 100k events over the last window; ingest rate (events/s while
-submitting; the wait for the processor to catch up is left out); processing rate (events/s of
-wall time in the window); rows pruned in the window (raw cleared + jobs + timeline trimmed);
-the longest write transaction of a pruning pass; the slowest ingest group commit (what a
-webhook request waited at worst); CPU seconds of the whole process in the window. The machine
-may be shared: compare the two runs' columns, not the absolute figures.
+Columns: events ingested so far; the database's size (pages in use; the file is that plus the WAL)
+and its free pages; MB per 100k events over the last window; ingest rate (events/s while
+submitting; the wait for the processor to catch up is left out); processing rate (events/s of wall
+time in the window); rows pruned in the window (raw cleared + jobs + timeline trimmed); the longest
+write transaction of a pruning pass (and of its incremental-vacuum steps); the longest processing
+batch (also one write transaction, for comparison); the slowest ingest group commit (what a webhook
+request waited at worst, the wait for the writer included); CPU seconds of the whole process in the
+window. The machine may be shared: compare the two runs' columns, not the absolute figures.
 """
 
 from __future__ import annotations
@@ -128,6 +129,8 @@ class Window:
     process_rate: float
     pruned: int
     longest_prune_ms: float
+    longest_vacuum_ms: float
+    longest_batch_ms: float
     slowest_commit_ms: float
     cpu_s: float
     wall_s: float
@@ -137,6 +140,7 @@ class Window:
 class Counters:
     processed: int = 0
     commit_max: float = 0.0
+    batch_max: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -204,9 +208,12 @@ def run(args: argparse.Namespace, events: int, pruning: bool, workdir: Path) -> 
 
     def process() -> None:
         while True:
-            result = processor.run_once()
+            started = time.perf_counter()
+            result = processor.run_once()  # one write transaction (two if an event failed)
+            took = time.perf_counter() - started
             with counters.lock:
                 counters.processed += result.total
+                counters.batch_max = max(counters.batch_max, took)
             if result.total == 0:
                 if stop.is_set():
                     return
@@ -260,6 +267,7 @@ def run(args: argparse.Namespace, events: int, pruning: bool, workdir: Path) -> 
                 with counters.lock:
                     processed = counters.processed
                     slowest, counters.commit_max = counters.commit_max, 0.0
+                    batch_max, counters.batch_max = counters.batch_max, 0.0
                 window_events = sent - (rows[-1].events if rows else 0)
                 rows.append(
                     Window(
@@ -273,6 +281,10 @@ def run(args: argparse.Namespace, events: int, pruning: bool, workdir: Path) -> 
                         longest_prune_ms=max(
                             (float(p.get("longest_write_ms", 0)) for p in new_passes), default=0
                         ),
+                        longest_vacuum_ms=max(
+                            (float(p.get("longest_vacuum_ms", 0)) for p in new_passes), default=0
+                        ),
+                        longest_batch_ms=batch_max * 1000,
                         slowest_commit_ms=slowest * 1000,
                         cpu_s=time.process_time() - cpu_start,
                         wall_s=wall,
@@ -300,7 +312,8 @@ def print_row(label: str, w: Window) -> None:
         f"{label:8} {w.events:>9,} ev  db {w.db_mb:8.1f} MB (+{w.free_mb:.1f} free)  "
         f"{w.mb_per_100k:6.1f} MB/100k  ingest {w.ingest_rate:7,.0f}/s  "
         f"process {w.process_rate:6,.0f}/s  pruned {w.pruned:8,}  "
-        f"prune tx max {w.longest_prune_ms:6.1f} ms  commit max {w.slowest_commit_ms:6.1f} ms  "
+        f"prune tx max {w.longest_prune_ms:6.1f} ms (vacuum {w.longest_vacuum_ms:5.1f})  "
+        f"process tx max {w.longest_batch_ms:6.1f} ms  commit max {w.slowest_commit_ms:6.1f} ms  "
         f"cpu {w.cpu_s:6.1f} s  wall {w.wall_s:6.1f} s",
         flush=True,
     )
@@ -310,14 +323,15 @@ def table(title: str, rows: list[Window]) -> Table:
     t = Table(title=title)
     for name in (
         "events", "DB MB", "MB/100k", "ingest/s", "process/s", "pruned rows",
-        "prune tx max ms", "ingest commit max ms", "CPU s", "wall s",
+        "prune tx max ms", "process tx max ms", "ingest commit max ms", "CPU s", "wall s",
     ):  # fmt: skip
         t.add_column(name, justify="right")
     for w in rows:
         t.add_row(
             f"{w.events:,}", f"{w.db_mb:,.1f}", f"{w.mb_per_100k:,.1f}", f"{w.ingest_rate:,.0f}",
             f"{w.process_rate:,.0f}", f"{w.pruned:,}", f"{w.longest_prune_ms:,.1f}",
-            f"{w.slowest_commit_ms:,.1f}", f"{w.cpu_s:,.1f}", f"{w.wall_s:,.1f}",
+            f"{w.longest_batch_ms:,.1f}", f"{w.slowest_commit_ms:,.1f}", f"{w.cpu_s:,.1f}",
+            f"{w.wall_s:,.1f}",
         )  # fmt: skip
     return t
 

@@ -13,16 +13,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, Table, delete, func, literal_column, select, text, update
 
 from nurture.schema.tables import deliveries, enrollments, events, jobs, retention_marks, timeline
 from nurture.storage.dialect import insert_ignore
+from nurture.storage.encode import read_sqlite_time
 from nurture.storage.engine import Database
 
 FINISHED_JOBS = ("done", "cancelled")
 TRIMMED = {"trimmed": True}  # a trimmed timeline row's detail, so a reader can tell
 _TRIMMED = {"sqlite": "'{\"trimmed\":true}'", "postgresql": "'{\"trimmed\": true}'::jsonb"}
 _EMPTY = {"sqlite": "'{}'", "postgresql": "'{}'::jsonb"}
+_EVENT_COLUMNS = ("id", "status", "processed_at", "raw NOT NULL")
 
 
 def _has_detail(dialect: str) -> str:
@@ -58,8 +61,11 @@ def events_after(
 ) -> list[tuple[int, str, datetime | None, bool]]:
     """``(id, status, processed_at, has_raw)`` of the next ``limit`` events by id."""
     e = events.c
+    if conn.dialect.name == "sqlite":
+        got = _sqlite_after(conn, "events", _EVENT_COLUMNS, after_id, limit)
+        return [(r[0], r[1], read_sqlite_time(r[2]) if r[2] else None, bool(r[3])) for r in got]
     query = select(e.id, e.status, e.processed_at, e.raw.is_not(None).label("has_raw"))
-    rows = conn.execute(query.where(e.id > after_id).order_by(e.id).limit(limit))
+    rows = conn.execute(query.where(e.id > after_id).order_by(e.id).limit(limit)).all()
     return [(r.id, r.status, r.processed_at, bool(r.has_raw)) for r in rows]
 
 
@@ -67,18 +73,19 @@ def clear_raw(conn: Connection, ids: Sequence[int]) -> int:
     """Drop the raw payload of these events if still processed; returns how many."""
     where = "status = 'processed' AND raw IS NOT NULL"
     if conn.dialect.name == "sqlite":
-        return _rewrite(conn, events, ids, where, {"raw": None})
+        return _rewrite(conn, events, ids, where, {"raw": "NULL"})
     stmt = update(events).where(events.c.id.in_(list(ids)), text(where)).values(raw=None)
     return int(conn.execute(stmt).rowcount) if ids else 0
 
 
 def timeline_after(conn: Connection, after_id: int, limit: int) -> list[tuple[int, datetime, bool]]:
     """``(id, at, has_detail)`` of the next ``limit`` timeline rows by id."""
-    t = timeline.c
-    plain: Any = literal_column(_has_detail(conn.dialect.name)).label("has_detail")
-    rows = conn.execute(
-        select(t.id, t.at, plain).where(t.id > after_id).order_by(t.id).limit(limit)
-    )
+    t, plain = timeline.c, _has_detail(conn.dialect.name)
+    if conn.dialect.name == "sqlite":
+        got = _sqlite_after(conn, "timeline", ("id", "at", plain), after_id, limit)
+        return [(r[0], read_sqlite_time(r[1]), bool(r[2])) for r in got]
+    has: Any = literal_column(plain).label("has_detail")
+    rows = conn.execute(select(t.id, t.at, has).where(t.id > after_id).order_by(t.id).limit(limit))
     return [(r.id, r.at, bool(r.has_detail)) for r in rows]
 
 
@@ -86,7 +93,7 @@ def trim_detail(conn: Connection, ids: Sequence[int]) -> int:
     """Replace these rows' detail with ``TRIMMED`` (kind, time, rule and event stay)."""
     where = _has_detail(conn.dialect.name)
     if conn.dialect.name == "sqlite":
-        return _rewrite(conn, timeline, ids, where, {"detail": '{"trimmed":true}'})
+        return _rewrite(conn, timeline, ids, where, {"detail": _TRIMMED["sqlite"]})
     stmt = update(timeline).where(timeline.c.id.in_(list(ids)), text(where)).values(detail=TRIMMED)
     return int(conn.execute(stmt).rowcount) if ids else 0
 
@@ -94,6 +101,9 @@ def trim_detail(conn: Connection, ids: Sequence[int]) -> int:
 def deliveries_after(conn: Connection, after_id: int, limit: int) -> list[tuple[int, datetime]]:
     """``(id, at)`` of the next ``limit`` outbound delivery-log rows by id."""
     d = deliveries.c
+    if conn.dialect.name == "sqlite":
+        got = _sqlite_after(conn, "deliveries", ("id", "at"), after_id, limit)
+        return [(r[0], read_sqlite_time(r[1])) for r in got]
     rows = conn.execute(select(d.id, d.at).where(d.id > after_id).order_by(d.id).limit(limit))
     return [(r.id, r.at) for r in rows]
 
@@ -134,26 +144,46 @@ def delete_jobs(conn: Connection, ids: Sequence[int], cutoff: datetime) -> int:
     return int(conn.execute(stmt).rowcount) if ids else 0
 
 
+# The pass runs beside ingest and processing threads, holding the writer. The sqlite3 module
+# takes the GIL back for every row it steps through, and in a busy process each of those waits
+# behind the other threads (storage/events.py): 500 rows one by one held the writer ~300 ms
+# (bench/retention.py). So on SQLite a batch is read as one JSON value and rewritten without
+# a row coming back to Python.
+
+
+def _sqlite_after(
+    conn: Connection, table: str, columns: Sequence[str], after_id: int, limit: int
+) -> list[list[Any]]:
+    names = ", ".join(f"c{i}" for i in range(len(columns)))
+    inner = ", ".join(f"{c} AS c{i}" for i, c in enumerate(columns))
+    found = conn.exec_driver_sql(
+        f"SELECT json_group_array(json_array({names})) FROM "
+        f"(SELECT {inner} FROM {table} WHERE id > ? ORDER BY id LIMIT ?)",
+        (after_id, limit),
+    ).scalar_one()
+    return sorted(orjson.loads(found), key=lambda r: r[0])
+
+
 def _rewrite(
-    conn: Connection, table: Table, ids: Sequence[int], where: str, values: dict[str, Any]
+    conn: Connection, table: Table, ids: Sequence[int], where: str, values: dict[str, str]
 ) -> int:
-    """SQLite: delete the rows and insert them again with ``values``, at driver level both ways
-    so every other value goes back exactly as stored (times as text, JSON as text)."""
+    """SQLite: delete the rows and insert them again, same id, with ``values`` (SQL literals),
+    through a temporary table of this connection, so every other value goes back as stored."""
     if not ids:
         return 0
-    kept = [c.name for c in table.columns if c.name not in values]
-    rows = conn.exec_driver_sql(
-        f"DELETE FROM {table.name} WHERE id IN ({', '.join('?' for _ in ids)}) AND {where} "
-        f"RETURNING {', '.join(kept)}",
-        tuple(ids),
-    ).all()
-    names, extra = [*kept, *values], tuple(values.values())
-    if rows:
-        conn.exec_driver_sql(
-            f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
-            [(*row, *extra) for row in rows],
-        )
-    return len(rows)
+    name, temp = table.name, f"temp.retention_{table.name}"
+    picked = ", ".join(values.get(c.name, c.name) for c in table.columns)
+    sql = conn.exec_driver_sql
+    sql(f"CREATE TEMP TABLE IF NOT EXISTS retention_{name} AS SELECT * FROM {name} WHERE 0")
+    sql(f"DELETE FROM {temp}")
+    moved = sql(
+        f"INSERT INTO {temp} SELECT {picked} FROM {name} "
+        f"WHERE id IN (SELECT value FROM json_each(?)) AND {where}",
+        (orjson.dumps(list(ids)).decode(),),
+    ).rowcount
+    sql(f"DELETE FROM {name} WHERE id IN (SELECT id FROM {temp})")
+    sql(f"INSERT INTO {name} SELECT * FROM {temp}")
+    return int(moved)
 
 
 @dataclass(frozen=True)
