@@ -2,7 +2,7 @@
 with pruning off, on SQLite; print size and rates every ``--report-every`` events.
 
     .venv/bin/python bench/retention.py [--events 1000000] [--baseline-events N]
-        [--contacts 20000] [--days 100] [--retention-days 3] [--keep DIR]
+        [--contacts 20000] [--days 100] [--retention-days 3] [--only pruned|baseline]
 
 Everything runs as ``nurture up`` runs it, in one process: the real ``Ingestor`` (group commit
 from an event loop: waves of concurrent single-event submissions, each with its own ~800-byte
@@ -345,7 +345,9 @@ def main() -> None:
     parser.add_argument("--days", type=float, default=100.0, help="virtual days for --events")
     parser.add_argument("--retention-days", type=int, default=3)
     parser.add_argument("--backlog", type=int, default=20_000)
-    parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument(
+        "--only", choices=("pruned", "baseline"), default=None, help="run one of the two"
+    )
     parser.add_argument("--keep", type=Path, default=None, help="keep the databases here")
     args = parser.parse_args()
     args.report_every = args.report_every or max(args.events // 10, WAVE)
@@ -355,8 +357,10 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     console = Console()
     print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
-    results = {"pruned": run(args, args.events, True, workdir)}
-    if not args.no_baseline:
+    results = {}
+    if args.only != "baseline":
+        results["pruned"] = run(args, args.events, True, workdir)
+    if args.only != "pruned":
         results["baseline"] = run(args, args.baseline_events or args.events, False, workdir)
     for label, result in results.items():
         console.print(table(f"{label}: {result['passes']} pruning passes", result["rows"]))

@@ -38,6 +38,7 @@ from sqlalchemy import Connection
 from nurture import jobs
 from nurture.clock import Clock
 from nurture.config import Settings
+from nurture.errors import StorageUnavailable
 from nurture.storage import retention as store
 from nurture.storage.engine import Database
 
@@ -362,7 +363,17 @@ def run_pass(db: Database, policy: Policy, interval: timedelta, ctx: jobs.JobCon
         return  # switched off since this run was queued: the chain ends here
     # The next run first: a pass that fails is retried, and the chain goes on either way.
     ensure_scheduled(db, policy, interval, ctx.now)
-    report = Pruner(db, policy, heartbeat=ctx.heartbeat).run(ctx.now)
+    try:
+        report = Pruner(db, policy, heartbeat=ctx.heartbeat).run(ctx.now)
+    except StorageUnavailable as exc:
+        # Busy past the timeout (or gone): give way. What was pruned is committed and the
+        # marks say where to go on, so the next pass simply continues; retrying now would only
+        # add to the load, and a dead job per busy hour would pile up.
+        log.warning(
+            "retention pass stopped early",
+            extra={"action": "retention.busy", "error": str(exc)},
+        )
+        return
     log.info(
         "retention pass",
         extra={

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -18,11 +19,12 @@ from nurture.bootstrap import Container, build_container, build_processor, build
 from nurture.clock import VirtualClock
 from nurture.config import Settings
 from nurture.core.events import ContactRef, InboundEvent
+from nurture.errors import StorageUnavailable
 from nurture.intake.ingest import Ingestor
 from nurture.intake.process import EventProcessor
-from nurture.jobs import JobWorker
+from nurture.jobs import JobContext, JobWorker
 from nurture.retention import Policy, Pruner
-from nurture.retention.prune import JOB_KIND, ensure_scheduled, run_key
+from nurture.retention.prune import JOB_KIND, ensure_scheduled, run_key, run_pass
 from nurture.schema.tables import enrollments, events, timeline
 from nurture.schema.tables import jobs as jobs_table
 from nurture.storage import endpoints as endpoint_store
@@ -320,8 +322,6 @@ def test_the_pass_is_a_recurring_job(app: App) -> None:
     app.process()
     app.clock.advance(60 * DAY)
     worker = JobWorker(app.container, build_registry(app.container))
-    import asyncio
-
     asyncio.run(worker.drain())
     with app.db.read() as conn:
         rows = conn.execute(
@@ -331,6 +331,38 @@ def test_the_pass_is_a_recurring_job(app: App) -> None:
     assert statuses[run_key(START.replace(minute=0) + interval)] == "done"
     assert sorted(statuses.values()) == ["done", "scheduled"]
     assert raw_of(app.db)[1] is False
+
+
+class BusyAfterFirstWrite:
+    """The database as a pass sees it when every writer slot stays taken past the timeout."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.is_sqlite = db.is_sqlite
+        self.writes = 0
+
+    def read(self) -> Any:
+        return self.db.read()
+
+    def begin(self) -> Any:
+        self.writes += 1
+        if self.writes > 1:
+            raise StorageUnavailable("database unavailable: database is locked")
+        return self.db.begin()
+
+
+def test_a_busy_database_ends_the_pass_quietly_and_the_chain_goes_on(app: App) -> None:
+    app.send("e-1")
+    app.process()
+    app.clock.advance(60 * DAY)
+    ctx = JobContext(1, "k", JOB_KIND, {}, 1, None, None, app.clock.now())
+    busy = BusyAfterFirstWrite(app.db)
+    run_pass(busy, Policy(), timedelta(hours=1), ctx)  # type: ignore[arg-type]
+    assert busy.writes == 2  # queued the next pass, then gave way at the first batch
+    with app.db.read() as conn:
+        keys = [r.key for r in conn.execute(select(jobs_table.c.key))]
+    assert keys == [run_key(app.clock.now().replace(minute=0, second=0) + timedelta(hours=1))]
+    assert raw_of(app.db)[1] is True  # the next pass does it
 
 
 @pytest.fixture
