@@ -56,6 +56,7 @@ from nurture.bootstrap import build_container, build_job_worker, build_processor
 from nurture.clock import VirtualClock  # noqa: E402
 from nurture.config import Settings  # noqa: E402
 from nurture.core.events import ContactRef, InboundEvent  # noqa: E402
+from nurture.errors import StorageUnavailable  # noqa: E402
 from nurture.intake.ingest import Ingestor  # noqa: E402
 from nurture.retention import prune as retention  # noqa: E402
 from nurture.storage import migrate  # noqa: E402
@@ -193,6 +194,7 @@ def run(args: argparse.Namespace, events: int, pruning: bool, workdir: Path) -> 
         # minute's lease would expire under every running job.
         job_lease_seconds=30 * 86_400,
     )
+    logging.getLogger("nurture").setLevel(logging.CRITICAL)  # a busy writer logs every retry
     clock = VirtualClock(START)
     container = build_container(settings, clock=clock)
     migrate.upgrade(container.db)
@@ -220,6 +222,18 @@ def run(args: argparse.Namespace, events: int, pruning: bool, workdir: Path) -> 
                 time.sleep(0.005)
 
     rows: list[Window] = []
+    refused = 0
+
+    async def deliver(e: InboundEvent, raw: bytes) -> None:
+        """As a sender does with a 503: wait and send again."""
+        nonlocal refused
+        while True:
+            try:
+                await ingestor.submit([e], raw, "application/json")
+                return
+            except StorageUnavailable:
+                refused += 1
+                await asyncio.sleep(1)
 
     async def main() -> None:
         halt = asyncio.Event()
@@ -245,9 +259,7 @@ def run(args: argparse.Namespace, events: int, pruning: bool, workdir: Path) -> 
             wave = min(WAVE, events - sent)
             batch = [event(rng, sent + i, args.contacts, clock.now()) for i in range(wave)]
             started = time.perf_counter()
-            await asyncio.gather(
-                *(ingestor.submit([e], raw, "application/json") for e, raw in batch)
-            )
+            await asyncio.gather(*(deliver(e, raw) for e, raw in batch))
             submit_time += time.perf_counter() - started
             sent += wave
             clock.advance(step * wave)
@@ -304,6 +316,7 @@ def run(args: argparse.Namespace, events: int, pruning: bool, workdir: Path) -> 
     sizes = table_sizes(container.db)
     container.close()
     logging.getLogger("nurture.retention").removeHandler(passes)
+    print(f"{'pruned' if pruning else 'baseline'}: {refused} submissions refused (503) and resent")
     return {"rows": rows, "sizes": sizes, "passes": len(passes.passes), "file": path}
 
 
