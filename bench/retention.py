@@ -211,7 +211,11 @@ def run(args: argparse.Namespace, events: int, pruning: bool, workdir: Path) -> 
     def process() -> None:
         while True:
             started = time.perf_counter()
-            result = processor.run_once()  # one write transaction (two if an event failed)
+            try:
+                result = processor.run_once()  # one write transaction (two if an event failed)
+            except StorageUnavailable:  # the writer stayed busy past the timeout: as the worker
+                time.sleep(0.5)  # loop of ``nurture up`` does, try again
+                continue
             took = time.perf_counter() - started
             with counters.lock:
                 counters.processed += result.total
