@@ -114,7 +114,10 @@ def _space(report: PruneReport) -> None:
 def _vacuum(db: Database) -> None:
     with db.read() as conn:
         before = store.space(conn)
-    console.print("vacuuming (writers wait until it ends)...", highlight=False)
+    if db.is_sqlite:
+        console.print("VACUUM: rewriting the file; writers wait until it ends...", highlight=False)
+    else:
+        console.print("VACUUM (ANALYZE) of events, timeline, jobs, deliveries...", highlight=False)
     store.vacuum(db)
     with db.read() as conn:
         after = store.space(conn)

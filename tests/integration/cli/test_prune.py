@@ -98,6 +98,15 @@ def test_vacuum_turns_on_incremental_reclaim_for_an_old_sqlite_file(sqlite_url: 
     con.close()
 
 
+def test_vacuum_after_pruning(database_url: str) -> None:
+    old_events(database_url, 3)
+    code, out = run(["prune", "--vacuum"], database_url)
+    assert code == 0, out
+    assert "events │ raw payload cleared │ 30 days │ 3" in out
+    expected = "incremental reclaim is on" if database_url.startswith("sqlite") else "ANALYZE"
+    assert expected in out and "vacuumed:" in out
+
+
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
