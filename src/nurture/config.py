@@ -136,6 +136,19 @@ class Settings(BaseSettings):
     smtp_messages_per_connection: int = Field(default=100, ge=1, le=100_000)
     email_batch_size: int = Field(default=100, ge=1, le=1000)
 
+    # Retention (docs/retention.md): after how many days old data is thinned out; 0 keeps it
+    # forever. Processed events lose their raw payload (the row, its dedupe key and canonical
+    # form stay); done and cancelled jobs are deleted (dead ones stay); the outbound delivery log
+    # is deleted; timeline rows keep kind, time, rule and event but lose their detail.
+    retention_raw_days: int = Field(default=30, ge=0, le=36_500)
+    retention_job_days: int = Field(default=14, ge=0, le=36_500)
+    retention_delivery_days: int = Field(default=30, ge=0, le=36_500)
+    retention_timeline_days: int = Field(default=180, ge=0, le=36_500)
+    # Rows per pruning transaction: each one holds SQLite's write lock, so keep it small.
+    retention_batch_size: int = Field(default=500, ge=10, le=10_000)
+    # How often the pruning job runs.
+    retention_interval_minutes: int = Field(default=60, ge=1, le=10_080)
+
     # Integrations: the default pack's hot-lead alert posts here (unset: silent). Webhook URLs
     # carry their token, so they are redacted like secrets.
     discord_webhook_url: str = Field(default="", repr=False)

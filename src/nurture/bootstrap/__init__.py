@@ -31,6 +31,7 @@ from nurture.logs import register_secrets
 from nurture.messaging.email_status import EmailStatusStep
 from nurture.messaging.unsubscribe import confirm_url, signing_key
 from nurture.pack import load_pack
+from nurture.retention import prune as retention
 from nurture.storage.engine import Database
 
 
@@ -111,6 +112,7 @@ def build_registry(container: Container) -> HandlerRegistry:
     rule_schedule.register(registry, db, s.automation_dir, s.partitions)
     rules.register(registry, db, s.automation_dir)  # delayed score/tag/set ... (``after:``)
     notion.register(registry, db, clock, load_pack(s.automation_dir), s)
+    retention.register(registry, db, s)  # the recurring pruning pass (NURTURE_RETENTION_*)
     return registry
 
 
@@ -119,12 +121,13 @@ def build_job_worker(container: Container) -> JobWorker:
 
 
 def build_worker_loops(container: Container) -> list[WorkerLoop]:
-    """What a worker process runs beside event processing: the job scheduler, and the loop
-    that queues the next tick of every scheduled rule at start."""
+    """What a worker process runs beside event processing: the job scheduler, and the loops
+    that queue the next tick of every scheduled rule and the next pruning pass at start."""
     s = container.settings
     return [
         build_job_worker(container).run,
         rule_schedule.schedule_loop(container.db, container.clock, s.automation_dir),
+        retention.schedule_loop(container.db, container.clock, s),
     ]
 
 

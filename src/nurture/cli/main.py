@@ -16,6 +16,7 @@ from nurture.cli import commerce as commerce_cli
 from nurture.cli import endpoints as endpoints_cli
 from nurture.cli import jobs as jobs_cli
 from nurture.cli import privacy as privacy_cli
+from nurture.cli import retention as retention_cli
 from nurture.cli import rules as rules_cli
 from nurture.cli import simulate as simulate_cli
 from nurture.cli import templates as templates_cli
@@ -43,6 +44,7 @@ commerce_cli.register(app)
 app.add_typer(templates_cli.app, name="templates")
 app.add_typer(endpoints_cli.app, name="endpoints")
 simulate_cli.register(app)
+retention_cli.register(app)
 
 HOST = typer.Option(None, "--host", help="Interface to listen on [env NURTURE_HOST, 127.0.0.1]")
 PORT = typer.Option(None, "--port", help="Port to listen on [env NURTURE_PORT, 8000]")

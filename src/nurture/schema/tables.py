@@ -518,3 +518,24 @@ message_batches = Table(
     Column("body", Blob, nullable=False),  # zlib-compressed request body
     Column("created_at", UtcDateTime, nullable=False),
 )
+
+# --- 0012 retention -----------------------------------------------------------------------------
+
+# How far the pruning pass has walked a table it thins out in place (by id): rows up to
+# ``last_id`` were handled, so a pass reads only rows it has not seen.
+retention_marks = Table(
+    "retention_marks",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("last_id", Id, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# Finished jobs, oldest first, for the pruning pass. Partial: the claim query's statuses are not
+# in it, so the planner never takes it for the claim, and pruned rows leave it.
+Index(
+    "ix_jobs_finished",
+    jobs.c.updated_at,
+    sqlite_where=text("status IN ('done', 'cancelled')"),
+    postgresql_where=text("status IN ('done', 'cancelled')"),
+)

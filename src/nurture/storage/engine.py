@@ -88,6 +88,9 @@ class Database:
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
             cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            # Before WAL and the first table, or a new file keeps auto_vacuum=NONE; an existing
+            # file switches at its next VACUUM (``nurture prune --vacuum``; docs/retention.md).
+            cur.execute("PRAGMA auto_vacuum=INCREMENTAL")
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute(f"PRAGMA synchronous={synchronous}")
             cur.execute("PRAGMA foreign_keys=ON")
