@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     time_scale: float = Field(default=1.0, gt=0)
     log_level: str = "INFO"
     db_busy_timeout_ms: int = Field(default=10_000, ge=0)
+    # PostgreSQL ends the sessions of a process that vanished (power cut, network cut) after
+    # this long, releasing its locks; 0 leaves it to the server's defaults (about two hours).
+    db_dead_client_seconds: float = Field(default=60.0, ge=0)
 
     # Inbound
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
