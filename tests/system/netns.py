@@ -256,6 +256,8 @@ class Options:
     grace_seconds: float = 5.0
     log_level: str = "INFO"
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Extra PostgreSQL settings (e.g. shared_preload_libraries=pg_stat_statements to profile).
+    pg_settings: dict[str, str] = field(default_factory=dict)
 
 
 class Cluster:
@@ -360,6 +362,7 @@ class Cluster:
             "unix_socket_directories": str(self.pgdata),
             "max_connections": "300",
             "shared_buffers": "64MB",
+            **self.options.pg_settings,
         }
         flags = [arg for k, v in settings.items() for arg in ("-c", f"{k}={v}")]
         server = self.spawn(
