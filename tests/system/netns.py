@@ -470,6 +470,16 @@ class Cluster:
             self.worker[role],
         )
 
+    def freeze(self, role: str) -> None:
+        """Stop the host's processes where they are (SIGSTOP): its database sessions keep
+        whatever they hold, so the test can look before deciding to kill."""
+        for proc in (self.serve[role], self.worker[role]):
+            proc.popen.send_signal(signal.SIGSTOP)
+
+    def thaw(self, role: str) -> None:
+        for proc in (self.serve[role], self.worker[role]):
+            proc.popen.send_signal(signal.SIGCONT)
+
     def kill_host(self, role: str) -> None:
         """The host dies: off the network first (nothing it says reaches anyone), then its
         processes are SIGKILLed. The database learns of it only through its own timeouts."""
