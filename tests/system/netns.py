@@ -107,6 +107,8 @@ def sweep_stale() -> None:
         if _pid_alive(pid):
             continue
         Network(run_id, ()).teardown()
+        for data in Path(tempfile.gettempdir()).glob(f"nurture-pg-{run_id}-*"):
+            shutil.rmtree(data, ignore_errors=True)
         owner.unlink(missing_ok=True)
 
 
