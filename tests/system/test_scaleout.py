@@ -3,8 +3,9 @@ run the Christmas campaign; one application host dies mid-campaign.
 
 Signups are posted to both hosts' ``nurture serve``; both hosts' ``nurture worker`` process
 events and send the seven e-mails over SMTP to a recording relay on the database host. While
-the campaign runs, app1 drops off the network and its processes are SIGKILLed, so its database
-sessions are left behind exactly as a dead machine leaves them. Then:
+the campaign runs, app1 is frozen until it holds work, drops off the network and its processes
+are SIGKILLed, so its database sessions are left behind exactly as a dead machine leaves them.
+Then:
 
 - every signup acknowledged (by either host) is in the database, enrolled once;
 - every e-mail the database records as sent reached the relay, under its own Message-ID, once
@@ -12,6 +13,7 @@ sessions are left behind exactly as a dead machine leaves them. Then:
   ``resent_same_message_id`` may show one), and the relay got nothing the database does not know;
 - app2 took over what app1 held when it died: its event partitions (advisory locks of its
   sessions) and its running jobs (leases) are processed by app2;
+- the database ended every session app1 left behind;
 - app2 still drains and exits 0 on SIGTERM.
 
 Timings (how long the takeover took, against the lease) are printed, never asserted.
@@ -162,6 +164,20 @@ def test_two_hosts_one_dies_mid_campaign(tmp_path: Path) -> None:
             f"events of {len(partitions)} partitions in {took_partitions:.1f} s "
             f"(lease {c.options.lease_seconds:.0f} s); "
             f"campaign done {time.monotonic() - killed_at:.1f} s after the kill"
+        )
+        # The server ended every session of the dead host (NURTURE_DB_DEAD_CLIENT_SECONDS): the
+        # ones inside a transaction by their idle timeout, the idle ones by keepalives.
+        netns.wait_until(
+            "the database to end app1's sessions",
+            lambda: (
+                c.scalar(
+                    "SELECT count(*) FROM pg_stat_activity WHERE client_addr = CAST(:ip AS inet)",
+                    ip=c.app_ip("app1"),
+                )
+                == 0
+            ),
+            WAIT_SECONDS,
+            *survivors,
         )
         check_nothing_acknowledged_lost(c, signups, acked_before_kill)
         check_every_email_once(c)
