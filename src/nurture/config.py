@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     time_scale: float = Field(default=1.0, gt=0)
     log_level: str = "INFO"
     db_busy_timeout_ms: int = Field(default=10_000, ge=0)
+    # PostgreSQL ends the sessions of a process that vanished (power cut, network cut) after
+    # this long, releasing its locks; 0 leaves it to the server's defaults (about two hours).
+    db_dead_client_seconds: float = Field(default=60.0, ge=0)
 
     # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (IPs or CIDR
     # networks); empty: none, the client address is the peer of the TCP connection.

@@ -64,7 +64,12 @@ def build_container(
     )
     return Container(
         settings=settings,
-        db=db or Database(settings.database_url, busy_timeout_ms=settings.db_busy_timeout_ms),
+        db=db
+        or Database(
+            settings.database_url,
+            busy_timeout_ms=settings.db_busy_timeout_ms,
+            dead_client_seconds=settings.db_dead_client_seconds,
+        ),
         clock=clock or SystemClock(),
     )
 

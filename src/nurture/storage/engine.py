@@ -37,6 +37,7 @@ class Database:
         busy_timeout_ms: int = 10_000,
         pool_size: int = 10,
         synchronous: str = "FULL",
+        dead_client_seconds: float = 60.0,
     ) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
@@ -72,7 +73,42 @@ class Database:
                 json_serializer=_dumps,
                 json_deserializer=orjson.loads,
             )
+            if dead_client_seconds > 0:
+                self._end_sessions_of_dead_clients(self.engine, dead_client_seconds)
             self.read_engine = self.engine
+
+    @staticmethod
+    def _end_sessions_of_dead_clients(engine: Engine, seconds: float) -> None:
+        """Have the server end this process's sessions if the process vanishes.
+
+        A host that loses power or its network sends no FIN: by default PostgreSQL keeps its
+        sessions, and the locks of an open transaction (event partitions, job and contact rows),
+        for the two hours of the kernel's keepalive. Another worker would skip those partitions
+        and jobs, or wait on those rows, all that time. With these per-session limits the server
+        ends such a session after about ``seconds``: a transaction idle that long
+        (``idle_in_transaction_session_timeout``), data unacknowledged that long
+        (``tcp_user_timeout``), or an idle connection whose keepalives go unanswered.
+        No nurture transaction waits on anything but the database between its statements.
+        """
+        ms = str(int(seconds * 1000))
+        idle, interval = str(max(1, int(seconds / 2))), str(max(1, int(seconds / 8)))
+        settings = (
+            ("idle_in_transaction_session_timeout", ms),
+            ("tcp_user_timeout", ms),
+            ("tcp_keepalives_idle", idle),
+            ("tcp_keepalives_interval", interval),
+            ("tcp_keepalives_count", "4"),
+        )
+        # One round trip per new pooled connection; a startup ``options`` parameter would be
+        # free but replaces one given in the URL, and PgBouncer refuses it.
+        sql = "SELECT " + ", ".join(f"set_config('{name}', %s, false)" for name, _ in settings)
+        values = tuple(value for _, value in settings)
+
+        @event.listens_for(engine, "connect")
+        def _connect(dbapi_conn: Any, _record: Any) -> None:
+            with dbapi_conn.cursor() as cur:
+                cur.execute(sql, values)
+            dbapi_conn.commit()
 
     @staticmethod
     def _sqlite_setup(
