@@ -99,7 +99,7 @@ def _load_many_postgresql(
     conn: Connection, emails: Sequence[str], ids: Sequence[int]
 ) -> list[ContactState]:
     out = []
-    for r in conn.exec_driver_sql(_PG_LOAD, (list(emails), list(ids))):
+    for r in conn.exec_driver_sql(_PG_LOAD, (list(emails), list(ids))).all():
         m = dict(zip(_READ, r, strict=False))
         for name in _JSON:
             m[name] = orjson.loads(m[name]) if m[name] is not None else None
@@ -186,15 +186,13 @@ def save_many(conn: Connection, states: Sequence[ContactState], now: datetime) -
         return
     if conn.dialect.name == "postgresql":
         _utc(now)
-        records = []
         for state in states:
-            record = {name: getattr(state, name) for name in _STATE_COLUMNS}
-            record["id"], record["email"] = state.id, state.email
             _utc(state.last_event_at)
-            records.append(record)
+        # orjson writes the dataclasses themselves; the record type takes the columns it names.
+        conn.exec_driver_sql(_PG_SAVE, (now, json_text(states)))
+        for state in states:
             state.updated_at = now
             state.dirty = False
-        conn.exec_driver_sql(_PG_SAVE, (now, json_text(records)))
         return
     params = []
     for state in states:

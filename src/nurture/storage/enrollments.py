@@ -156,7 +156,7 @@ def reserve_ids(conn: Connection, count: int) -> list[int]:
     whose insert of one costs no round trip. An id never used leaves a gap, as a rollback does."""
     if conn.dialect.name != "postgresql":
         return []
-    return [int(r[0]) for r in conn.exec_driver_sql(_POSTGRESQL_RESERVE, (count,))]
+    return [int(r[0]) for r in conn.exec_driver_sql(_POSTGRESQL_RESERVE, (count,)).all()]
 
 
 def insert_live_many(conn: Connection, rows: Sequence[dict[str, Any]]) -> set[int]:

@@ -150,7 +150,7 @@ def insert_new(conn: Connection, rows: Sequence[dict[str, Any]]) -> dict[str, in
             result = conn.exec_driver_sql(sql, flat)
         else:
             result = conn.exec_driver_sql(_PG_INSERT, tuple(columns))
-        for event_id, key in result:
+        for event_id, key in result.all():
             out[key] = event_id
         return out
     # The rows of one request share their received and available times: encode each time once.
@@ -244,7 +244,8 @@ def claim_pending(
     )
     read_time = read_sqlite_time if sqlite else _read_pg_time
     out = []
-    for r in conn.exec_driver_sql(sql, tuple(params)):
+    # ``all()``: one fetch for the batch, not a call into the driver per row.
+    for r in conn.exec_driver_sql(sql, tuple(params)).all():
         body = orjson.loads(r[4])
         out.append(
             StoredEvent(

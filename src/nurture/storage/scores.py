@@ -52,12 +52,11 @@ def append(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
         ]
         conn.exec_driver_sql(_SQLITE_INSERT, params)
     else:
-        records = []
         for r in rows:
             if r["at"].tzinfo is None:
                 raise ValueError(f"naive value for a UTC column: {r['at']!r}")
-            records.append({c: r.get(c) for c in _COLUMNS})
-        conn.exec_driver_sql(_POSTGRESQL_INSERT, (json_text(records),))
+        # As they are: the record type takes its columns by name and ignores other keys.
+        conn.exec_driver_sql(_POSTGRESQL_INSERT, (json_text(rows),))
 
 
 def applied(conn: Connection, event_id: int) -> set[tuple[str, int]]:
