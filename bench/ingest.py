@@ -541,9 +541,31 @@ def bench_db(
                 scope = "all" if done else f"first {args.drain_seconds:.0f} s"
                 drained = f"{rate:,.0f} ({scope}: {n:,} ev, {1e6 / per_cpu:.0f} us CPU/ev)"
             rows.append(row(f"POST {path}", r, vs_track, per_commit, drained))
+            FIGURES.setdefault(label, {})[path] = (r["rps"], noop_rps)
         finally:
             drop()
     return rows
+
+
+# ``{database label: {route: (req/s, its server's bare no-op req/s)}}``, for the ratios.
+FIGURES: dict[str, dict[str, tuple[float, float]]] = {}
+
+
+def ratios() -> list[str]:
+    """PostgreSQL against SQLite per route, measured in the same run: durable ingest as a share
+    of the bare route on the same server (what the database costs), and raw req/s."""
+    sqlite, pg = FIGURES.get("SQLite", {}), FIGURES.get("PostgreSQL", {})
+    out = []
+    for path in [p for p in sqlite if p in pg]:
+        (s_rps, s_noop), (p_rps, p_noop) = sqlite[path], pg[path]
+        share = (p_rps / p_noop) / (s_rps / s_noop)
+        out.append(
+            f"  POST {path}: vs no-op PostgreSQL {p_rps / p_noop:.2f}x / SQLite"
+            f" {s_rps / s_noop:.2f}x = {share:.2f}"
+            f" ({'meets' if share >= 0.5 else 'misses'} the 0.50 target);"
+            f" req/s {p_rps:,.0f} / {s_rps:,.0f} = {p_rps / s_rps:.2f}"
+        )
+    return out
 
 
 def sqlite_databases(workdir: Path, label: str) -> NewDatabase:
@@ -658,6 +680,10 @@ def main() -> None:
     head = ["db", "target", "req/s", "p50 ms", "p99 ms", "vs no-op", "vs track", "CPU us/req"]
     head += ["rows/commit", "errors", "one worker drains it: ev/s"]
     print(table(rows, head))
+    lines = ratios()
+    if lines:
+        print("PostgreSQL / SQLite, same run:")
+        print("\n".join(lines))
     print(
         "Each route runs on a fresh database. vs no-op: against the bare Starlette route on the"
         " same server; CPU us/req: the server process's CPU time per answered request (steadier"

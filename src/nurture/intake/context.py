@@ -42,20 +42,23 @@ class ProcessingContext:
         if self.later is not None:
             self.later.flush(self.conn, self.now)
 
-    def note(self, kind: str, detail: dict[str, Any], rule_id: str | None = None) -> None:
-        """Record a change on the contact's timeline, tied to this event."""
+    def note(
+        self, kind: str, detail: dict[str, Any], rule_id: str | None = None
+    ) -> dict[str, Any] | None:
+        """Record a change on the contact's timeline, tied to this event; returns the row, which
+        is written with the batch (an enrollment refused at the batch's insert corrects its own)."""
         if self.contact is None:
-            return
-        self.timeline.append(
-            {
-                "contact_id": self.contact.id,
-                "event_id": self.event.id,
-                "at": self.now,
-                "kind": kind,
-                "rule_id": rule_id,
-                "detail": detail,
-            }
-        )
+            return None
+        row = {
+            "contact_id": self.contact.id,
+            "event_id": self.event.id,
+            "at": self.now,
+            "kind": kind,
+            "rule_id": rule_id,
+            "detail": detail,
+        }
+        self.timeline.append(row)
+        return row
 
     def derive(self, type_: str, data: dict[str, Any]) -> None:
         """Queue a derived event (``score.crossed`` ...), processed after this one."""

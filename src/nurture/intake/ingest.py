@@ -299,7 +299,9 @@ class Ingestor:
         for rows in group:
             for row in rows:
                 fresh.setdefault(row["dedupe_key"], row)
-        with self.db.begin() as conn:
+        # PostgreSQL: the insert is one statement, committed on its own (one round trip, not
+        # BEGIN + INSERT + COMMIT); the duplicates' ids are read after it, from committed rows.
+        with self.db.autocommit() as conn:
             inserted = event_store.insert_new(conn, list(fresh.values()))
             missing = [k for k in fresh if k not in inserted]
             existing = event_store.ids_for_keys(conn, missing)

@@ -117,9 +117,7 @@ class EventProcessor:
         if self.db.is_sqlite:
             # One writer at a time (BEGIN IMMEDIATE): the whole inbox is ours for this batch.
             return event_store.claim_pending(conn, now, self.batch_size)
-        candidates = event_store.pending_partitions(conn, now, self.partitions)
-        self.rng.shuffle(candidates)
-        held = event_store.try_lock_partitions(conn, candidates)
+        held = event_store.lock_pending_partitions(conn, now, self.partitions)
         if not held:
             return []
         return event_store.claim_pending(conn, now, self.batch_size, held)

@@ -88,6 +88,7 @@ class SequenceService:
         anchor: datetime | None = None,
         event_id: int | None = None,
         rule_id: str | None = None,
+        defer: bool = False,
     ) -> Enrolment:
         """Enrol ``contact`` under ``key`` and plan every step; a no-op that says why when a
         tombstone, a live enrollment or the re-entry policy forbids it.
@@ -97,17 +98,27 @@ class SequenceService:
         live enrollment, even a concurrent transaction's); its step rows and step jobs go through
         ``sink.plan``, which writes them with the rest of the processing batch (see
         ``nurture.intake.deferred``). Only a refused insert reads why.
+
+        ``defer``: the enrollment too may be written with the batch (PostgreSQL), and the result
+        is then what the insert will do unless it is refused; the refusal is noted on the
+        timeline at the batch's insert, as it would have been here. For the processing step,
+        which does not look at the result.
         """
         base = {"sequence": seq.id, "key": key}
         reentry = seq.spec.reentry
         if reentry != "after_exit":
+            sink.settle()  # the reads below must see the batch's enrollments
             tomb = store.tombstone(conn, seq.id, key)
             if tomb is not None:
-                return self._tombstoned(tomb, base, sink, rule_id)
+                result, kind, detail = self._tombstoned(tomb, base)
+                sink.note(kind, detail, rule_id)
+                return result
             current = store.live(conn, seq.id, key)
             if current is not None:
                 if reentry != "always":
-                    return self._duplicate(current, base, sink, rule_id)
+                    result, kind, detail = self._duplicate(current, base)
+                    sink.note(kind, detail, rule_id)
+                    return result
                 self.end(conn, current, "exited", "re-entered", now, sink)
             elif reentry == "never":
                 previous = store.latest(conn, seq.id, key)
@@ -120,43 +131,41 @@ class SequenceService:
                     return Enrolment("not_reentering", previous["id"])
         anchor_at = ensure_utc(anchor) if anchor is not None else now
         planned = self.plan(seq, contact, anchor_at, now, anchor is not None)
-        enrollment_id = store.insert_live(
-            conn,
+        values: dict[str, Any] = {
+            "sequence_id": seq.id,
+            "key": key,
+            "contact_id": contact.id,
+            "anchor_at": anchor_at,
+            "enrolled_at": now,
+            "event_id": event_id,
+            "rule_id": rule_id,
+            "reschedules": 0,
+        }
+        # With the batch when the caller can take the outcome on trust (the processing step),
+        # and unless it ends at once (nothing scheduled: ``complete`` needs the row now).
+        scheduled = any(p.scheduled for p in planned)
+        reserved = sink.reserve(conn, seq.id, key, now) if defer and scheduled else None
+        inserted = reserved if reserved is not None else store.insert_live(conn, values)
+        if inserted is None:
+            # Refused: a tombstone, or a live enrollment (possibly a concurrent one's).
+            result, kind, detail = self._refusal(conn, seq.id, key, base)
+            sink.note(kind, detail, rule_id)
+            return result
+        enrollment_id = inserted
+        steps = [
             {
-                "sequence_id": seq.id,
-                "key": key,
-                "contact_id": contact.id,
-                "anchor_at": anchor_at,
-                "enrolled_at": now,
-                "event_id": event_id,
-                "rule_id": rule_id,
-                "reschedules": 0,
-            },
-        )
-        if enrollment_id is None:
-            # Refused: a tombstone, or a live enrollment (possibly a concurrent transaction's).
-            tomb = store.tombstone(conn, seq.id, key)
-            if tomb is not None:
-                return self._tombstoned(tomb, base, sink, rule_id)
-            return self._duplicate(store.live(conn, seq.id, key), base, sink, rule_id)
-        sink.plan(
-            conn,
-            [
-                {
-                    "enrollment_id": enrollment_id,
-                    "step_id": p.id,
-                    "position": p.position,
-                    "status": "scheduled" if p.scheduled else "skipped",
-                    "due_at": p.due_at,
-                    "reason": p.skip,
-                    "updated_at": now,
-                }
-                for p in planned
-            ],
-            self.step_jobs(enrollment_id, contact.id, planned, now),
-            now,
-        )
-        sink.note(
+                "enrollment_id": enrollment_id,
+                "step_id": p.id,
+                "position": p.position,
+                "status": "scheduled" if p.scheduled else "skipped",
+                "due_at": p.due_at,
+                "reason": p.skip,
+                "updated_at": now,
+            }
+            for p in planned
+        ]
+        step_jobs = self.step_jobs(enrollment_id, contact.id, planned, now)
+        note = sink.note(
             "sequence.enrolled",
             {
                 **base,
@@ -166,7 +175,18 @@ class SequenceService:
             },
             rule_id,
         )
-        if not any(p.scheduled for p in planned):
+        if reserved is None:
+            sink.plan(conn, steps, step_jobs, now)
+        else:
+
+            def refused(conn: Connection) -> None:
+                # The batch's insert refused it: say why, where the enrolment was noted.
+                _, kind, detail = self._refusal(conn, seq.id, key, base)
+                if note is not None:
+                    note["kind"], note["detail"] = kind, detail
+
+            sink.enrol({**values, "id": reserved}, steps, step_jobs, refused)
+        if not scheduled:
             self.complete(conn, enrollment_id, seq.id, now, sink)
         return Enrolment("enrolled", enrollment_id, planned)
 
@@ -195,25 +215,31 @@ class SequenceService:
         ]
 
     @staticmethod
+    def _refusal(
+        conn: Connection, sequence_id: str, key: str, base: dict[str, Any]
+    ) -> tuple[Enrolment, str, dict[str, Any]]:
+        """Why an insert was refused: the outcome and its timeline note."""
+        tomb = store.tombstone(conn, sequence_id, key)
+        if tomb is not None:
+            return SequenceService._tombstoned(tomb, base)
+        return SequenceService._duplicate(store.live(conn, sequence_id, key), base)
+
+    @staticmethod
     def _tombstoned(
-        tomb: Mapping[str, Any], base: dict[str, Any], sink: Sink, rule_id: str | None
-    ) -> Enrolment:
-        sink.note(
-            "sequence.not_enrolled",
-            {**base, "reason": f"{tomb['reason']} before it arrived (tombstone)"},
-            rule_id,
-        )
-        return Enrolment("tombstoned", None)
+        tomb: Mapping[str, Any], base: dict[str, Any]
+    ) -> tuple[Enrolment, str, dict[str, Any]]:
+        detail = {**base, "reason": f"{tomb['reason']} before it arrived (tombstone)"}
+        return Enrolment("tombstoned", None), "sequence.not_enrolled", detail
 
     @staticmethod
     def _duplicate(
-        current: Mapping[str, Any] | None, base: dict[str, Any], sink: Sink, rule_id: str | None
-    ) -> Enrolment:
+        current: Mapping[str, Any] | None, base: dict[str, Any]
+    ) -> tuple[Enrolment, str, dict[str, Any]]:
         detail = {**base, "reason": "already enrolled"}
         if current is not None:
             detail["enrollment_id"] = current["id"]
-        sink.note("sequence.not_enrolled", detail, rule_id)
-        return Enrolment("duplicate", current["id"] if current else None)
+        result = Enrolment("duplicate", current["id"] if current else None)
+        return result, "sequence.not_enrolled", detail
 
     # -- end --------------------------------------------------------------------------------
 
@@ -271,6 +297,7 @@ class SequenceService:
         sink: Sink,
         rule_id: str | None = None,
     ) -> int:
+        sink.settle()  # enrollments waiting for the batch's insert are live too
         ended = 0
         for row in store.live_for_contact(conn, contact_id, sequence_ids):
             ended += self.end(conn, row, "exited", reason, now, sink, rule_id)

@@ -123,6 +123,7 @@ class SequencesStep:
             anchor=anchor,
             event_id=ctx.event.id,
             rule_id=rule_id,
+            defer=True,
         )
 
     def _cancel(self, ctx: ProcessingContext, seq: Sequence, scope: Scope, sink: Sink) -> None:

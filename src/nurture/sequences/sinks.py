@@ -7,6 +7,7 @@ elsewhere (the API, the step runner) ``DirectSink`` writes them on the caller's 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -25,7 +26,10 @@ class Sink(ABC):
     elsewhere (API, job handler) ``DirectSink`` writes them itself."""
 
     @abstractmethod
-    def note(self, kind: str, detail: dict[str, Any], rule_id: str | None = None) -> None: ...
+    def note(
+        self, kind: str, detail: dict[str, Any], rule_id: str | None = None
+    ) -> dict[str, Any] | None:
+        """The timeline row, when it is written later (with the batch) and may still be changed."""
 
     @abstractmethod
     def emit(self, type_: str, data: dict[str, Any]) -> None: ...
@@ -43,7 +47,24 @@ class Sink(ABC):
         writes.flush(conn, now)
 
     def settle(self) -> None:  # noqa: B027 (a hook: nothing is pending outside a batch)
-        """Before step rows or step jobs are read or changed: everything planned is written."""
+        """Before enrollments, step rows or step jobs are read or changed: everything planned is
+        written."""
+
+    def reserve(self, conn: Connection, sequence_id: str, key: str, now: datetime) -> int | None:
+        """An id for an enrollment inserted with the batch (``enrol``), or ``None``: insert it
+        now. Outside a batch, always now."""
+        return None
+
+    def enrol(
+        self,
+        row: dict[str, Any],
+        steps: list[dict[str, Any]],
+        jobs: list[dict[str, Any]],
+        refused: Callable[[Connection], None],
+    ) -> None:
+        """An enrollment with the id ``reserve`` gave, written with the batch; see
+        ``nurture.intake.deferred``."""
+        raise TypeError("no batch to enrol with: reserve() gave no id")
 
 
 class ContextSink(Sink):
@@ -65,8 +86,27 @@ class ContextSink(Sink):
     def settle(self) -> None:
         self.ctx.settle()
 
-    def note(self, kind: str, detail: dict[str, Any], rule_id: str | None = None) -> None:
-        self.ctx.note(kind, detail, rule_id)
+    def reserve(self, conn: Connection, sequence_id: str, key: str, now: datetime) -> int | None:
+        if self.ctx.later is None:
+            return None
+        return self.ctx.later.reserve(conn, sequence_id, key, now)
+
+    def enrol(
+        self,
+        row: dict[str, Any],
+        steps: list[dict[str, Any]],
+        jobs: list[dict[str, Any]],
+        refused: Callable[[Connection], None],
+    ) -> None:
+        if self.ctx.later is None:
+            super().enrol(row, steps, jobs, refused)
+        else:
+            self.ctx.later.enrol(row, steps, jobs, refused)
+
+    def note(
+        self, kind: str, detail: dict[str, Any], rule_id: str | None = None
+    ) -> dict[str, Any] | None:
+        return self.ctx.note(kind, detail, rule_id)
 
     def emit(self, type_: str, data: dict[str, Any]) -> None:
         self.ctx.derive(type_, data)
@@ -83,9 +123,11 @@ class DirectSink(Sink):
         self.now = now
         self.partitions = partitions
 
-    def note(self, kind: str, detail: dict[str, Any], rule_id: str | None = None) -> None:
+    def note(
+        self, kind: str, detail: dict[str, Any], rule_id: str | None = None
+    ) -> dict[str, Any] | None:
         if self.contact is None:
-            return
+            return None
         row = {
             "contact_id": self.contact.id,
             "event_id": None,
@@ -95,6 +137,7 @@ class DirectSink(Sink):
             "detail": detail,
         }
         timeline_store.append(self.conn, [row])
+        return None  # written already
 
     def emit(self, type_: str, data: dict[str, Any]) -> None:
         contact = self.contact

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import select
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -69,12 +71,12 @@ class Database:
                 url,
                 pool_size=pool_size,
                 max_overflow=pool_size * 2,
-                pool_pre_ping=True,
                 json_serializer=_dumps,
                 json_deserializer=orjson.loads,
             )
             if dead_client_seconds > 0:
                 self._end_sessions_of_dead_clients(self.engine, dead_client_seconds)
+            _ping_when_in_doubt(self.engine)
             self.read_engine = self.engine
 
     @staticmethod
@@ -159,6 +161,21 @@ class Database:
             yield conn
 
     @contextmanager
+    def autocommit(self) -> Iterator[Connection]:
+        """PostgreSQL: each statement is its own transaction, durably committed before it
+        returns: one round trip, not ``BEGIN``, statement, ``COMMIT`` (for a one-statement
+        writer: ingest). SQLite: ``begin()``."""
+        if self.is_sqlite:
+            with self.begin() as conn:
+                yield conn
+            return
+        with (
+            translate_errors(self._count_error),
+            self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn,
+        ):
+            yield conn
+
+    @contextmanager
     def read(self) -> Iterator[Connection]:
         with translate_errors(self._count_error), self.read_engine.connect() as conn:
             yield conn
@@ -171,6 +188,43 @@ class Database:
         self.engine.dispose()
         if self.read_engine is not self.engine:
             self.read_engine.dispose()
+
+
+PING_IDLE_SECONDS = 30.0  # a firewall or NAT may drop an idle connection without a word
+_CHECKED_IN = "nurture.checked_in"
+
+
+def _ping_when_in_doubt(engine: Engine) -> None:
+    """``pool_pre_ping`` without its ``SELECT 1`` round trip before every transaction. A server
+    that restarts, or a terminated backend, sends its error and closes the socket: a pooled
+    connection is pinged only if its socket has input waiting while idle, or it was idle over
+    ``PING_IDLE_SECONDS``; a failed ping (``DisconnectionError``) makes the pool replace it."""
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        idle = time.monotonic() - record.info.get(_CHECKED_IN, 0.0)
+        if idle < PING_IDLE_SECONDS and not _has_input(dbapi_conn):
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as err:
+            raise exc.DisconnectionError(f"connection failed its ping: {err}") from err
+
+    @event.listens_for(engine, "connect")
+    @event.listens_for(engine, "checkin")
+    def _checkin(_dbapi_conn: Any, record: Any) -> None:
+        record.info[_CHECKED_IN] = time.monotonic()
+
+
+def _has_input(dbapi_conn: Any) -> bool:
+    # An idle connection that does not LISTEN is sent nothing unless the server is leaving.
+    try:
+        if dbapi_conn.closed or dbapi_conn.broken:
+            return True
+        ready, _, _ = select.select([dbapi_conn.fileno()], [], [], 0)
+    except (OSError, ValueError, AttributeError):
+        return True
+    return bool(ready)
 
 
 @contextmanager

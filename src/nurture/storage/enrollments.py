@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, and_, bindparam, case, func, select, update
+from sqlalchemy import Connection, and_, bindparam, func, select, update
 
 from nurture.schema.tables import enrollment_steps, enrollment_tombstones, enrollments
 from nurture.storage.dialect import insert_ignore
@@ -109,6 +109,23 @@ _POSTGRESQL_STEPS = (
 )
 
 
+# PostgreSQL: a batch's enrollments in one statement; the same tombstone check and partial unique
+# index decide as for one (``insert_live``).
+_QUOTED = [f'"{c}"' for c in _LIVE_COLUMNS]
+_POSTGRESQL_LIVE_MANY = (
+    f"INSERT INTO enrollments (id, {', '.join(_QUOTED)}) "
+    f"SELECT v.id, {', '.join('v.' + c for c in _QUOTED)} "
+    "FROM jsonb_to_recordset(%s::jsonb) AS v(id bigint, "
+    + ", ".join(f'"{c}" {_PG_TYPES[c]}' for c in _LIVE_COLUMNS)
+    + ") WHERE NOT EXISTS (SELECT 1 FROM enrollment_tombstones AS t "
+    'WHERE t.sequence_id = v.sequence_id AND t."key" = v."key") '
+    "ON CONFLICT DO NOTHING RETURNING id"
+)
+_POSTGRESQL_RESERVE = (
+    "SELECT nextval(pg_get_serial_sequence('enrollments', 'id')) FROM generate_series(1, %s)"
+)
+
+
 @functools.lru_cache(maxsize=32)
 def _insert_steps_sql(sqlite: bool, count: int) -> str:
     mark = "?" if sqlite else "%s"
@@ -132,6 +149,29 @@ def insert_live(conn: Connection, values: dict[str, Any]) -> int | None:
     params += [values["sequence_id"], values["key"]]
     row = conn.exec_driver_sql(_SQLITE_LIVE if sqlite else _POSTGRESQL_LIVE, tuple(params)).first()
     return int(row[0]) if row is not None else None
+
+
+def reserve_ids(conn: Connection, count: int) -> list[int]:
+    """``count`` new enrollment ids in one round trip, for ``insert_live_many``; none on SQLite,
+    whose insert of one costs no round trip. An id never used leaves a gap, as a rollback does."""
+    if conn.dialect.name != "postgresql":
+        return []
+    return [int(r[0]) for r in conn.exec_driver_sql(_POSTGRESQL_RESERVE, (count,)).all()]
+
+
+def insert_live_many(conn: Connection, rows: Sequence[dict[str, Any]]) -> set[int]:
+    """``insert_live`` for many enrollments with reserved ids, in one statement (PostgreSQL);
+    returns the ids inserted (a refused row is left out, as ``insert_live`` leaves it out)."""
+    if not rows:
+        return set()
+    times = _Times(sqlite=False)
+    records = []
+    for row in rows:
+        record = {c: times(row[c]) if c in _TIMES else row.get(c) for c in _LIVE_COLUMNS}
+        record["id"], record["status"] = row["id"], ACTIVE
+        records.append(record)
+    result = conn.exec_driver_sql(_POSTGRESQL_LIVE_MANY, (orjson.dumps(records).decode(),))
+    return {int(r[0]) for r in result}
 
 
 def get(conn: Connection, enrollment_id: int, *, lock: bool = False) -> dict[str, Any] | None:
@@ -373,19 +413,6 @@ def funnel(conn: Connection, sequence_id: str) -> dict[str, dict[str, int]]:
     for step_id, status, n in rows:
         out.setdefault(step_id, {})[status] = int(n)
     return out
-
-
-def sent_counts(conn: Connection, sequence_id: str) -> int:
-    """Enrollments of a sequence that got at least one step sent."""
-    reached = case((enrollment_steps.c.status == "sent", 1), else_=0)
-    sub = (
-        select(enrollment_steps.c.enrollment_id, func.max(reached).label("any_sent"))
-        .join(enrollments, enrollments.c.id == enrollment_steps.c.enrollment_id)
-        .where(enrollments.c.sequence_id == sequence_id)
-        .group_by(enrollment_steps.c.enrollment_id)
-        .subquery()
-    )
-    return int(conn.execute(select(func.count()).where(sub.c.any_sent == 1)).scalar_one())
 
 
 # -- tombstones ------------------------------------------------------------------------------

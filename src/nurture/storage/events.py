@@ -99,22 +99,27 @@ _PG_UNNEST_FROM = 4  # below this many rows, a VALUES list costs less than the 1
 _PG_ONE = "(" + ", ".join("%s::jsonb" if c == "canonical" else "%s" for c in INSERT_COLUMNS) + ")"
 
 
+# Both wake the event processors (in every process) at commit, in the insert's own round trip.
 @functools.lru_cache(maxsize=8)
 def _pg_values_insert(count: int) -> str:
-    return (
+    return notify.with_wake(
         f"INSERT INTO events ({', '.join(INSERT_COLUMNS)}) VALUES "
         + ", ".join([_PG_ONE] * count)
-        + " ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key"
+        + " ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key",
+        "id, dedupe_key",
+        notify.EVENTS,
     )
 
 
-_PG_INSERT = (
+_PG_INSERT = notify.with_wake(
     f"INSERT INTO events ({', '.join(INSERT_COLUMNS)}) "
     f"SELECT {', '.join(c + '::jsonb' if c == 'canonical' else c for c in INSERT_COLUMNS)} "
     "FROM unnest("
     + ", ".join(f"%b::{_PG_ARRAY_TYPES.get(c, 'text')}[]" for c in INSERT_COLUMNS)
     + f") WITH ORDINALITY AS given ({', '.join(INSERT_COLUMNS)}, n) ORDER BY n "
-    "ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key"
+    "ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key",
+    "id, dedupe_key",
+    notify.EVENTS,
 )
 
 
@@ -126,7 +131,9 @@ def insert_new(conn: Connection, rows: Sequence[dict[str, Any]]) -> dict[str, in
 
     This is the intake hot path, so it is one multi-row ``INSERT ... ON CONFLICT DO NOTHING`` at
     the driver level with values encoded here (orjson, fixed-width UTC text on SQLite): the
-    generic Core path cost several times more per row.
+    generic Core path cost several times more per row. On PostgreSQL it is one statement
+    whatever the number of rows, which also wakes the event processors: the ingest writer runs
+    it alone, in autocommit (``Database.autocommit``).
     """
     if not rows:
         return {}
@@ -144,10 +151,8 @@ def insert_new(conn: Connection, rows: Sequence[dict[str, Any]]) -> dict[str, in
             result = conn.exec_driver_sql(sql, flat)
         else:
             result = conn.exec_driver_sql(_PG_INSERT, tuple(columns))
-        for event_id, key in result:
+        for event_id, key in result.all():
             out[key] = event_id
-        if out:  # wake the event processors at commit (in other processes too, on PostgreSQL)
-            notify.note(conn, notify.EVENTS)
         return out
     # The rows of one request share their received and available times: encode each time once.
     times: dict[datetime, str | None] = {}
@@ -177,7 +182,7 @@ def insert_new(conn: Connection, rows: Sequence[dict[str, Any]]) -> dict[str, in
         inserted = conn.exec_driver_sql(_SQLITE_INSERTED, (before,)).scalar_one()
         for event_id, key in orjson.loads(inserted):
             out[key] = event_id
-    if out:  # wake the event processors at commit (in other processes too, on PostgreSQL)
+    if out:  # wake the event processors of this process at commit
         notify.note(conn, notify.EVENTS)
     return out
 
@@ -191,30 +196,23 @@ def ids_for_keys(conn: Connection, keys: Sequence[str]) -> dict[str, int]:
     return {r.dedupe_key: r.id for r in rows}
 
 
-def pending_partitions(conn: Connection, now: datetime, limit: int) -> list[int]:
-    rows = conn.execute(
-        select(events.c.partition)
-        .where(events.c.status == "pending", events.c.available_at <= now)
-        .group_by(events.c.partition)
-        .limit(limit)
-    )
-    return [r.partition for r in rows]
-
-
-def try_lock_partitions(conn: Connection, partitions: Sequence[int]) -> list[int]:
-    """PostgreSQL: the ``partitions`` this transaction got an advisory lock on, in the order
-    given. Transaction-level locks, released at commit or when a worker dies; one statement
-    for all of them (a round trip per partition was a tenth of a PostgreSQL batch's time). Try-
-    locks never wait, so the order they are taken in cannot deadlock two workers."""
-    if not partitions:
-        return []
-    rows = conn.exec_driver_sql(_TRY_LOCKS, (list(partitions),))
+def lock_pending_partitions(conn: Connection, now: datetime, limit: int) -> list[int]:
+    """PostgreSQL: up to ``limit`` partitions with due pending events that this transaction got
+    an advisory lock on. Transaction-level locks, released at commit or when a worker dies; one
+    statement for finding and locking them all (a round trip per partition was a tenth of a
+    batch's time, and a separate look for candidates another round trip). The candidates may
+    be a moment stale; the events themselves are read by the next statement, after the locks.
+    Try-locks never wait, so two workers cannot deadlock on them."""
+    rows = conn.exec_driver_sql(_LOCK_PENDING, (now, limit))
     return [int(r[0]) for r in rows]
 
 
-_TRY_LOCKS = (
-    "SELECT p FROM unnest(%s::int[]) WITH ORDINALITY AS t(p, n) "
-    "WHERE pg_try_advisory_xact_lock(7301, p) ORDER BY n"
+# The lock is taken above the LIMIT (a qualifier is never pushed below one): only for the
+# candidates.
+_LOCK_PENDING = (
+    "SELECT p FROM (SELECT partition AS p FROM events WHERE status = 'pending' "
+    "AND available_at <= %s GROUP BY partition LIMIT %s) AS due "
+    "WHERE pg_try_advisory_xact_lock(7301, p)"
 )
 
 
@@ -247,7 +245,8 @@ def claim_pending(
     )
     read_time = read_sqlite_time if sqlite else _read_pg_time
     out = []
-    for r in conn.exec_driver_sql(sql, tuple(params)):
+    # ``all()``: one fetch for the batch, not a call into the driver per row.
+    for r in conn.exec_driver_sql(sql, tuple(params)).all():
         body = orjson.loads(r[4])
         out.append(
             StoredEvent(
@@ -277,16 +276,23 @@ def mark_processed(conn: Connection, done: Sequence[tuple[int, int | None]], now
     if not done:
         return
     if conn.dialect.name == "sqlite":
-        at: Any = sqlite_time(now)
-        sql = _MARK_PROCESSED.replace("%s", "?")
-    else:
-        at, sql = now, _MARK_PROCESSED
-    conn.exec_driver_sql(sql, [(at, cid, eid) for eid, cid in done])
+        at = sqlite_time(now)
+        conn.exec_driver_sql(_MARK_PROCESSED, [(at, cid, eid) for eid, cid in done])
+        return
+    if now.tzinfo is None:
+        raise ValueError(f"naive value for a UTC column: {now!r}")
+    # One statement for the batch: an executemany runs (and plans) one UPDATE per event.
+    conn.exec_driver_sql(_PG_MARK_PROCESSED, (now, orjson.dumps(done).decode()))
 
 
 _MARK_PROCESSED = (
-    "UPDATE events SET status = 'processed', processed_at = %s, contact_id = %s, error = NULL "
-    "WHERE id = %s"
+    "UPDATE events SET status = 'processed', processed_at = ?, contact_id = ?, error = NULL "
+    "WHERE id = ?"
+)
+_PG_MARK_PROCESSED = (
+    "UPDATE events SET status = 'processed', processed_at = %s, contact_id = d.contact_id, "
+    "error = NULL FROM (SELECT (e->>0)::bigint AS id, (e->>1)::bigint AS contact_id "
+    "FROM json_array_elements(%s::json) AS e) AS d WHERE events.id = d.id"
 )
 
 

@@ -41,6 +41,20 @@ def send(conn: Connection, channel: str, payload: str = "") -> None:
         conn.exec_driver_sql("SELECT pg_notify(%s, %s)", (channel, payload))
 
 
+def with_wake(statement: str, columns: str, channel: str) -> str:
+    """PostgreSQL: ``statement`` (a data-changing one ending in ``RETURNING columns``) that also
+    sends ``NOTIFY channel`` when it returns a row, in the same round trip: a separate
+    ``SELECT pg_notify`` was a second statement on every ingest commit. Delivered at commit, like
+    ``send``; PostgreSQL folds repeats of one channel and payload within a transaction."""
+    if channel not in CHANNELS:  # the name goes into SQL text: only known constants
+        raise ValueError(f"unknown notification channel {channel!r}")
+    out = ", ".join(f"changed.{c.strip()}" for c in columns.split(","))
+    return (
+        f"WITH changed AS ({statement}) SELECT {out} FROM changed, "
+        f"(SELECT pg_notify('{channel}', '') FROM (SELECT FROM changed LIMIT 1) AS one) AS woke"
+    )
+
+
 def note(conn: Connection, channel: str) -> None:
     """Wake ``channel``'s listeners when this transaction commits; once per transaction."""
     noted: dict[str, Any] = conn.info.setdefault(_NOTED, {})

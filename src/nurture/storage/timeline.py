@@ -48,8 +48,8 @@ def append(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     for r in rows:
         if r["at"].tzinfo is None:
             raise ValueError(f"naive value for a UTC column: {r['at']!r}")
-    records = [{c: r.get(c) for c in _COLUMNS} for r in rows]
-    conn.exec_driver_sql(_POSTGRESQL_INSERT, (json_text(records),))
+    # The rows as they are: the record type takes its columns by name and ignores other keys.
+    conn.exec_driver_sql(_POSTGRESQL_INSERT, (json_text(rows),))
 
 
 def for_contact(

@@ -94,11 +94,19 @@ def failing_insert(
     real: Callable[[Connection, Sequence[dict[str, Any]]], dict[str, int]],
     fails: Callable[[Sequence[dict[str, Any]]], Exception | None],
 ) -> Callable[[Connection, Sequence[dict[str, Any]]], dict[str, int]]:
-    """Insert for real, then raise if ``fails`` says so: the transaction has rows to roll back."""
+    """Raise if ``fails`` says so, as the database would. In a transaction, after inserting for
+    real: the transaction has rows to roll back. In autocommit (the PostgreSQL writer's one
+    statement, committed on its own), instead of inserting: a statement that fails commits
+    nothing."""
 
     def insert(conn: Connection, rows: Sequence[dict[str, Any]]) -> dict[str, int]:
-        out = real(conn, rows)
         error = fails(rows)
+        if (
+            error is not None
+            and conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
+        ):
+            raise error
+        out = real(conn, rows)
         if error is not None:
             raise error
         return out
