@@ -16,6 +16,7 @@ from nurture.cli import jobs as jobs_cli
 from nurture.cli import rules as rules_cli
 from nurture.cli import simulate as simulate_cli
 from nurture.cli import templates as templates_cli
+from nurture.cli import users as users_cli
 from nurture.cli.common import console, container, fail
 from nurture.config import Settings
 from nurture.errors import NurtureError
@@ -37,6 +38,7 @@ rules_cli.register(app)
 commerce_cli.register(app)
 app.add_typer(templates_cli.app, name="templates")
 app.add_typer(endpoints_cli.app, name="endpoints")
+app.add_typer(users_cli.app, name="users")
 simulate_cli.register(app)
 
 HOST = typer.Option(None, "--host", help="Interface to listen on [env NURTURE_HOST, 127.0.0.1]")

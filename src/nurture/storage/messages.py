@@ -180,3 +180,21 @@ def search(
     if before_id is not None:
         stmt = stmt.where(messages.c.id < before_id)
     return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
+def sent_per_hour(conn: Connection, start: datetime) -> dict[datetime, int]:
+    """Messages sent per hour from ``start`` on (reads ``ix_messages_sent_at``)."""
+    if conn.dialect.name == "postgresql":
+        bucket: Any = func.date_trunc("hour", messages.c.sent_at)
+    else:
+        # SQLite keeps a fixed-width UTC text: the first 13 characters are the hour.
+        bucket = func.substr(messages.c.sent_at, 1, 13)
+    rows = conn.execute(
+        select(bucket, func.count()).where(messages.c.sent_at >= start).group_by(bucket)
+    ).all()
+    out: dict[datetime, int] = {}
+    for when, n in rows:
+        if isinstance(when, str):
+            when = datetime.fromisoformat(when + ":00:00").replace(tzinfo=start.tzinfo)
+        out[when] = int(n)
+    return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -13,10 +14,12 @@ from starlette.types import Receive, Scope, Send
 from nurture import __version__
 from nurture.bootstrap import Container
 from nurture.intake.ingest import Ingestor
+from nurture.intake.tally import IntakeTally
 from nurture.providers.track.inbound import TrackSource
 from nurture.web import (
     admin,
     commerce,
+    console,
     errors,
     events_api,
     health,
@@ -69,8 +72,13 @@ def create_app(
     access_log: bool = True,
 ) -> NurtureApp:
     settings = container.settings
+    tally = IntakeTally(container.db, container.clock, inbox_keep=settings.inbox_keep)
     ingestor = Ingestor(
-        container.db, container.clock, partitions=settings.partitions, on_commit=on_commit
+        container.db,
+        container.clock,
+        partitions=settings.partitions,
+        on_commit=on_commit,
+        tally=tally,
     )
     track = TrackSource(
         settings.track_secrets,
@@ -81,8 +89,13 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-        ingestor.close()
+        flusher = asyncio.create_task(_flush_every(tally, settings.console_flush_seconds))
+        try:
+            yield
+        finally:
+            flusher.cancel()
+            ingestor.close()
+            await asyncio.to_thread(tally.flush)
 
     app = NurtureApp(
         title="nurture",
@@ -91,7 +104,7 @@ def create_app(
         lifespan=lifespan,
         **_no_native_telemetry(),
     )
-    state = WebState(container=container, ingestor=ingestor, track=track)
+    state = WebState(container=container, ingestor=ingestor, track=track, tally=tally)
     app.state.nurture = state
     errors.install(app)
     intake = Intake(state, log_requests=access_log)
@@ -109,6 +122,13 @@ def create_app(
     app.include_router(metrics.router)
     app.include_router(unsubscribe.router)
     app.include_router(delivery_admin_router)  # messages, suppressions, endpoints
+    console.install(app)
     if access_log:
         app.add_middleware(AccessLog)
     return app
+
+
+async def _flush_every(tally: IntakeTally, seconds: float) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        await asyncio.to_thread(tally.flush)

@@ -37,12 +37,12 @@ def install(intake: Intake) -> None:
     intake.post("/webhooks/resend", _provider("resend"))
     intake.post("/webhooks/calcom", _provider("calcom"))
     intake.post("/webhooks/stripe", _provider("stripe"))
-    intake.post("/webhooks/generic/{source_id}", generic)
-    intake.post("/webhooks/forms/{form_id}", form, cors=True)
+    intake.post("/webhooks/generic/{source_id}", generic, source="generic:{source_id}")
+    intake.post("/webhooks/forms/{form_id}", form, cors=True, source="forms")
     # compatibility routes for users of the prototypes, same verification as above
-    intake.post("/webhook/email", _provider("brevo", legacy=True))
-    intake.post("/webhook/calcom-booking", _provider("calcom", legacy=True))
-    intake.post("/webhook/christmas-signup", christmas_signup, cors=True)
+    intake.post("/webhook/email", _provider("brevo", legacy=True), source="brevo")
+    intake.post("/webhook/calcom-booking", _provider("calcom", legacy=True), source="calcom")
+    intake.post("/webhook/christmas-signup", christmas_signup, cors=True, source="forms")
 
 
 def _source(st: WebState, key: str) -> Any:

@@ -9,6 +9,7 @@ from starlette.requests import Request
 
 from nurture.bootstrap import Container
 from nurture.intake.ingest import Ingestor
+from nurture.intake.tally import IntakeTally
 from nurture.providers.track.inbound import TrackSource
 
 
@@ -17,6 +18,7 @@ class WebState:
     container: Container
     ingestor: Ingestor
     track: TrackSource
+    tally: IntakeTally | None = None
     sources: dict[str, Any] = field(default_factory=dict)
 
 

@@ -1,0 +1,154 @@
+"""``/console``: what came in, what went out and how the queue is doing, over 24 h or 7 days.
+
+Reads the hourly roll-ups (``intake_counts``), ``ix_messages_sent_at`` and the job table's
+partial indexes: a few hundred rows whatever the size of the events and jobs tables.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from nurture.accounts.sessions import Session
+from nurture.storage import intake_counts, messages
+from nurture.storage import jobs as job_store
+from nurture.web.console.charts import bars
+from nurture.web.console.render import render
+from nurture.web.console.security import viewer
+from nurture.web.state import web_state
+
+router = APIRouter(prefix="/console", include_in_schema=False)
+NAV = ("Overview", "/console")
+
+LATE_AFTER = timedelta(seconds=60)
+EMAIL = ("delivered", "opened", "clicked", "bounced", "complained", "unsubscribed")
+BAD_EMAIL = {"bounced", "complained", "unsubscribed"}
+REASON_LABELS = {
+    "bad_signature": "bad signature",
+    "stale_timestamp": "stale timestamp",
+    "schema_error": "schema error",
+    "malformed": "malformed body",
+    "too_large": "too large",
+    "media_type": "wrong content type",
+    "forbidden": "forbidden",
+    "not_configured": "not configured",
+    "unavailable": "database unavailable",
+    "error": "server error",
+}
+
+
+@dataclass(frozen=True)
+class Window:
+    key: str
+    label: str
+    span: timedelta
+    step: timedelta
+
+    def buckets(self, now: datetime) -> list[datetime]:
+        """Bucket starts, oldest first; the last one holds ``now``."""
+        current = now.replace(minute=0, second=0, microsecond=0)
+        current -= timedelta(hours=current.hour % int(self.step.total_seconds() // 3600))
+        count = int(self.span / self.step)
+        return [current - self.step * (count - 1 - i) for i in range(count)]
+
+
+WINDOWS = {
+    "24h": Window("24h", "last 24 hours", timedelta(hours=24), timedelta(hours=1)),
+    "7d": Window("7d", "last 7 days", timedelta(days=7), timedelta(hours=6)),
+}
+
+
+class Series:
+    """Counts per bucket, by name."""
+
+    def __init__(self, starts: list[datetime]) -> None:
+        self.starts = starts
+        self.step = starts[1] - starts[0] if len(starts) > 1 else timedelta(hours=1)
+        self.values: dict[str, list[int]] = defaultdict(lambda: [0] * len(starts))
+
+    def add(self, name: str, at: datetime, n: int) -> None:
+        if not self.starts or at < self.starts[0]:
+            return
+        index = min(int((at - self.starts[0]) / self.step), len(self.starts) - 1)
+        self.values[name][index] += n
+
+    def total(self, name: str) -> int:
+        return sum(self.values[name]) if name in self.values else 0
+
+    def chart(self, name: str, title: str, kind: str = "default") -> Any:
+        fmt = "%a %H:00" if self.step >= timedelta(hours=6) else "%H:00"
+        labels = [s.strftime(fmt) for s in self.starts]
+        return bars(
+            self.values[name] if name in self.values else [0] * len(self.starts),
+            labels,
+            title=title,
+            kind=kind,
+        )
+
+
+def gather(conn: Any, now: datetime, window: Window) -> dict[str, Any]:
+    starts = window.buckets(now)
+    series = Series(starts)
+    sources: dict[str, dict[str, Any]] = defaultdict(
+        lambda: {"events": 0, "accepted": 0, "duplicate": 0, "rejected": {}, "rejected_total": 0}
+    )
+    for row in intake_counts.since(conn, starts[0]):
+        source, metric, n, at = row["source"], row["metric"], row["count"], row["bucket"]
+        kind, _, name = metric.partition(":")
+        if kind == "event":
+            sources[source]["events"] += n
+            series.add(f"in:{source}", at, n)
+            series.add("in", at, n)
+            series.add(name, at, n)
+        elif kind == "delivery":
+            sources[source][name] += n
+        elif kind == "rejected":
+            per = sources[source]["rejected"]
+            per[name] = per.get(name, 0) + n
+            sources[source]["rejected_total"] += n
+            series.add(f"rejected:{source}", at, n)
+            series.add("rejected", at, n)
+    last = intake_counts.last_accepted(conn)
+    for source in last:
+        sources[source]
+    for hour_start, n in messages.sent_per_hour(conn, starts[0]).items():
+        series.add("email.sent", hour_start, n)
+    health = job_store.queue_health(conn, now, LATE_AFTER)
+    return {
+        "series": series,
+        "sources": dict(sorted(sources.items())),
+        "last": last,
+        "health": health,
+    }
+
+
+@router.get("")
+def overview(request: Request, window: str = "24h", session: Session = Depends(viewer)) -> Response:
+    chosen = WINDOWS.get(window, WINDOWS["24h"])
+    container = web_state(request).container
+    now = container.clock.now()
+    with container.db.read() as conn:
+        data = gather(conn, now, chosen)
+    health = data["health"]
+    worst = (now - health["oldest_due"]).total_seconds() if health["oldest_due"] else 0.0
+    return render(
+        request,
+        session,
+        "overview.html",
+        title="Overview",
+        window=chosen,
+        windows=WINDOWS.values(),
+        now=now,
+        email_kinds=("sent", *EMAIL),
+        bad_email=BAD_EMAIL,
+        reason_labels=REASON_LABELS,
+        worst_lateness=worst if health["late"] else 0.0,
+        late_after=LATE_AFTER,
+        refresh=60,
+        **data,
+    )
