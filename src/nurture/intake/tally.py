@@ -19,7 +19,7 @@ import threading
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from nurture.clock import Clock
@@ -41,6 +41,11 @@ REASONS = {
     "NotFound": "not_configured",
     "StorageUnavailable": "unavailable",
 }
+
+
+# Roll-ups older than this are deleted (the overview shows a week; "last accepted" looks back
+# this far), so the table stays small whatever the uptime.
+RETENTION = timedelta(days=35)
 
 
 def reason_for(exc: BaseException) -> str:
@@ -97,6 +102,7 @@ class IntakeTally:
         self._counts: dict[tuple[datetime, str, str], list[Any]] = {}
         self._recent: deque[Delivery] = deque(maxlen=recent)
         self._rejected: deque[Delivery] = deque(maxlen=recent)
+        self._pruned_at: datetime | None = None
 
     def _add(self, at: datetime, source: str, metric: str, n: int = 1) -> None:
         key = (hour(at), source, metric)
@@ -159,9 +165,15 @@ class IntakeTally:
             ]
             try:
                 inbox_rows = [d.row() for d in deliveries]
+                now = self.clock.now()
+                prune = self._pruned_at is None or now - self._pruned_at > timedelta(hours=1)
                 with self.db.begin() as conn:
                     intake_counts.add(conn, rows)
                     inbox.add(conn, inbox_rows, self.inbox_keep)
+                    if prune:
+                        intake_counts.prune(conn, now - RETENTION)
+                if prune:
+                    self._pruned_at = now
             except Exception:
                 log.warning(
                     "could not write the intake counts; keeping them for the next flush",

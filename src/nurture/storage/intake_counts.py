@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, Integer, cast, delete, extract, func, literal, select
 
 from nurture.schema.tables import intake_counts
+from nurture.schema.types import UtcDateTime
 from nurture.storage.dialect import upsert
 
 
@@ -28,27 +29,38 @@ def add(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     conn.execute(stmt, list(rows))
 
 
-def since(conn: Connection, start: datetime) -> list[dict[str, Any]]:
-    """Every roll-up row from ``start`` (an hour) on; the primary key leads with the bucket."""
+def series(conn: Connection, start: datetime, step_hours: int) -> list[tuple[int, str, str, int]]:
+    """``(period, source, metric, count)`` from ``start`` (an hour) on, summed in the database
+    into periods of ``step_hours`` (period 0 starts at ``start``): a few hundred small tuples for
+    a week, read by the primary key's leading ``bucket``."""
+    origin = literal(start, UtcDateTime())
+    if conn.dialect.name == "postgresql":
+        hours: Any = extract("epoch", intake_counts.c.bucket - origin) / 3600
+        period: Any = func.floor(func.round(hours) / step_hours)
+    else:
+        hours = (func.julianday(intake_counts.c.bucket) - func.julianday(origin)) * 24
+        period = cast(func.round(hours) / step_hours, Integer)
     query = (
         select(
-            intake_counts.c.bucket,
-            intake_counts.c.source,
-            intake_counts.c.metric,
-            intake_counts.c.count,
-            intake_counts.c.last_at,
+            period, intake_counts.c.source, intake_counts.c.metric, func.sum(intake_counts.c.count)
         )
         .where(intake_counts.c.bucket >= start)
-        .order_by(intake_counts.c.bucket)
+        .group_by(period, intake_counts.c.source, intake_counts.c.metric)
     )
-    return [dict(r) for r in conn.execute(query).mappings()]
+    return [(int(r[0]), r[1], r[2], int(r[3])) for r in conn.execute(query)]
 
 
-def last_accepted(conn: Connection) -> dict[str, datetime]:
-    """Per source, when a webhook request was last accepted, however long ago."""
+def last_accepted(conn: Connection, since: datetime) -> dict[str, datetime]:
+    """Per source, the last accepted webhook request since ``since`` (a range of the primary
+    key; ``intake.tally`` prunes rows older than its ``RETENTION``)."""
     query = (
         select(intake_counts.c.source, func.max(intake_counts.c.last_at))
-        .where(intake_counts.c.metric == "delivery:accepted")
+        .where(intake_counts.c.bucket >= since, intake_counts.c.metric == "delivery:accepted")
         .group_by(intake_counts.c.source)
     )
     return {r[0]: r[1] for r in conn.execute(query)}
+
+
+def prune(conn: Connection, before: datetime) -> int:
+    result = conn.execute(delete(intake_counts).where(intake_counts.c.bucket < before))
+    return int(result.rowcount)

@@ -64,7 +64,9 @@ def _counts(state: WebState) -> Snapshot[dict[tuple[str, str], int]]:
     return found
 
 
-def _table(counts: dict[tuple[str, str], int]) -> list[dict[str, Any]]:
+def _table(counts: dict[tuple[str, str], int] | None) -> list[dict[str, Any]]:
+    if counts is None:
+        return []
     by_kind: dict[str, dict[str, int]] = defaultdict(dict)
     for (kind, status), n in counts.items():
         by_kind[kind][status] = n
@@ -105,7 +107,7 @@ def jobs_page(
             rows = store.running(conn)
         else:
             rows = store.search(conn, before_id=before_id)
-    kinds = sorted({k for k, _ in counts})
+    kinds = sorted({k for k, _ in counts or {}})
     return render(
         request,
         session,
@@ -115,6 +117,8 @@ def jobs_page(
         states=STATES,
         table=_table(counts),
         counted_at=counted_at,
+        counting=counts is None,
+        refresh=3 if counts is None else 0,
         kinds=kinds,
         kind=kind,
         show=show,

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from nurture.accounts.sessions import Session
+from nurture.intake.tally import RETENTION
 from nurture.storage import intake_counts, messages
 from nurture.storage import jobs as job_store
 from nurture.web.console.charts import bars
@@ -64,18 +65,16 @@ WINDOWS = {
 
 
 class Series:
-    """Counts per bucket, by name."""
+    """Counts per period, by name."""
 
     def __init__(self, starts: list[datetime]) -> None:
         self.starts = starts
         self.step = starts[1] - starts[0] if len(starts) > 1 else timedelta(hours=1)
         self.values: dict[str, list[int]] = defaultdict(lambda: [0] * len(starts))
 
-    def add(self, name: str, at: datetime, n: int) -> None:
-        if not self.starts or at < self.starts[0]:
-            return
-        index = min(int((at - self.starts[0]) / self.step), len(self.starts) - 1)
-        self.values[name][index] += n
+    def add(self, name: str, period: int, n: int) -> None:
+        if 0 <= period < len(self.starts):
+            self.values[name][period] += n
 
     def total(self, name: str) -> int:
         return sum(self.values[name]) if name in self.values else 0
@@ -83,47 +82,45 @@ class Series:
     def chart(self, name: str, title: str, kind: str = "default") -> Any:
         fmt = "%a %H:00" if self.step >= timedelta(hours=6) else "%H:00"
         labels = [s.strftime(fmt) for s in self.starts]
-        return bars(
-            self.values[name] if name in self.values else [0] * len(self.starts),
-            labels,
-            title=title,
-            kind=kind,
-        )
+        values = self.values[name] if name in self.values else [0] * len(self.starts)
+        return bars(values, labels, title=title, kind=kind)
+
+
+def _source() -> dict[str, Any]:
+    return {"events": 0, "accepted": 0, "duplicate": 0, "rejected": {}, "rejected_total": 0}
 
 
 def gather(conn: Any, now: datetime, window: Window) -> dict[str, Any]:
     starts = window.buckets(now)
     series = Series(starts)
-    sources: dict[str, dict[str, Any]] = defaultdict(
-        lambda: {"events": 0, "accepted": 0, "duplicate": 0, "rejected": {}, "rejected_total": 0}
-    )
-    for row in intake_counts.since(conn, starts[0]):
-        source, metric, n, at = row["source"], row["metric"], row["count"], row["bucket"]
+    sources: dict[str, dict[str, Any]] = defaultdict(_source)
+    step_hours = int(window.step.total_seconds() // 3600)
+    for period, source, metric, n in intake_counts.series(conn, starts[0], step_hours):
         kind, _, name = metric.partition(":")
         if kind == "event":
             sources[source]["events"] += n
-            series.add(f"in:{source}", at, n)
-            series.add("in", at, n)
-            series.add(name, at, n)
+            series.add(f"in:{source}", period, n)
+            series.add("in", period, n)
+            series.add(name, period, n)
         elif kind == "delivery":
             sources[source][name] += n
         elif kind == "rejected":
             per = sources[source]["rejected"]
             per[name] = per.get(name, 0) + n
             sources[source]["rejected_total"] += n
-            series.add(f"rejected:{source}", at, n)
-            series.add("rejected", at, n)
-    last = intake_counts.last_accepted(conn)
+            series.add("rejected", period, n)
+    last = intake_counts.last_accepted(conn, now - RETENTION)
     for source in last:
-        sources[source]
+        sources.setdefault(source, _source())  # quiet in this window, still listed
     for hour_start, n in messages.sent_per_hour(conn, starts[0]).items():
-        series.add("email.sent", hour_start, n)
+        series.add("email.sent", int((hour_start - starts[0]) / series.step), n)
     health = job_store.queue_health(conn, now, LATE_AFTER)
     return {
         "series": series,
         "sources": dict(sorted(sources.items())),
         "last": last,
         "health": health,
+        "retention_days": RETENTION.days,
     }
 
 

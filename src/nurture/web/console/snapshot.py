@@ -1,8 +1,9 @@
-"""A value that is costly to compute (a count over a whole table), recomputed in the background
+"""A value that is costly to compute (a count over a whole table), computed in the background
 at most every ``max_age`` and served from memory in between.
 
-Only the very first view waits for it; later views get the last value at once, with its age,
-while one background thread refreshes a stale one.
+No page view waits for it: the first one starts the computation and shows that it is under
+way; later ones get the last value at once, with its time, while one background thread
+refreshes a stale one.
 """
 
 from __future__ import annotations
@@ -38,22 +39,25 @@ class Snapshot(Generic[T]):
             with self._lock:
                 self._refreshing = False
 
-    def get(self) -> tuple[T, datetime]:
-        """The value and when it was computed."""
+    def get(self) -> tuple[T | None, datetime | None]:
+        """The value and when it was computed; ``(None, None)`` until the first computation,
+        which starts in the background on the first call."""
         with self._lock:
             value, at, wall = self._value, self._at, self._wall
-            stale = value is not None and time.monotonic() - at > self.max_age
+            stale = value is None or time.monotonic() - at > self.max_age
             start = stale and not self._refreshing
             if start:
                 self._refreshing = True
-        if value is None or wall is None:
-            computed, computed_at = self._compute(), self._now()
-            with self._lock:
-                self._value, self._at, self._wall = computed, time.monotonic(), computed_at
-            return computed, computed_at
         if start:
             threading.Thread(target=self._refresh, name="console-snapshot", daemon=True).start()
         return value, wall
+
+    def wait(self, timeout: float) -> None:
+        """Block until a first value exists (tests, the benchmark's warm-up)."""
+        deadline = time.monotonic() + timeout
+        while self._value is None and time.monotonic() < deadline:
+            self.get()
+            time.sleep(0.01)
 
     def expire(self) -> None:
         """After a change: the next view starts a refresh (and still answers at once)."""
