@@ -66,7 +66,7 @@ def test_queue_health_and_lateness(db: Database, clock: VirtualClock) -> None:
     }
 
 
-def test_sent_per_hour(db: Database, clock: VirtualClock) -> None:
+def test_sent_per_period(db: Database, clock: VirtualClock) -> None:
     now = clock.now()
     hour = now.replace(minute=0, second=0, microsecond=0)
     rows = [
@@ -92,5 +92,7 @@ def test_sent_per_hour(db: Database, clock: VirtualClock) -> None:
     with db.begin() as conn:
         conn.execute(insert(messages), rows)
     with db.read() as conn:
-        per_hour = message_store.sent_per_hour(conn, hour - timedelta(hours=1))
-    assert per_hour == {hour - timedelta(hours=1): 1, hour: 2}
+        per_hour = message_store.sent_per_period(
+            conn, [hour - timedelta(hours=1), hour, hour + timedelta(hours=1)]
+        )
+    assert per_hour == [1, 2]

@@ -6,6 +6,8 @@ partial indexes: a few hundred rows whatever the size of the events and jobs tab
 
 from __future__ import annotations
 
+import itertools
+import threading
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -90,6 +92,50 @@ def _source() -> dict[str, Any]:
     return {"events": 0, "accepted": 0, "duplicate": 0, "rejected": {}, "rejected_total": 0}
 
 
+class SentCounts:
+    """Messages sent per period, remembered once a period is over: ``sent_at`` is written
+    once, when the provider took the message, so a closed period's count does not change (a
+    margin covers sends committed late). A week's overview then counts only its last period."""
+
+    MARGIN = timedelta(minutes=5)
+
+    def __init__(self) -> None:
+        self._closed: dict[tuple[datetime, datetime], int] = {}
+        self._lock = threading.Lock()
+
+    def counts(self, conn: Any, edges: list[datetime], now: datetime) -> list[int]:
+        periods = list(itertools.pairwise(edges))
+        with self._lock:
+            known = {p: self._closed[p] for p in periods if p in self._closed}
+        missing = [p for p in periods if p not in known]
+        # Adjacent unknown periods are counted in one pass of the index each.
+        for (low, high), n in zip(missing, _counted(conn, missing), strict=True):
+            known[low, high] = n
+        with self._lock:
+            for (low, high), n in known.items():
+                if high <= now - self.MARGIN:
+                    self._closed[low, high] = n
+            for key in [k for k in self._closed if k[1] < now - timedelta(days=8)]:
+                del self._closed[key]
+        return [known[p] for p in periods]
+
+
+def _counted(conn: Any, periods: list[tuple[datetime, datetime]]) -> list[int]:
+    out: list[int] = []
+    run: list[datetime] = []
+    for low, high in periods:
+        if run and run[-1] != low:
+            out += messages.sent_per_period(conn, run)
+            run = []
+        run = [*run, high] if run else [low, high]
+    if run:
+        out += messages.sent_per_period(conn, run)
+    return out
+
+
+sent = SentCounts()
+
+
 def gather(conn: Any, now: datetime, window: Window) -> dict[str, Any]:
     starts = window.buckets(now)
     series = Series(starts)
@@ -112,8 +158,9 @@ def gather(conn: Any, now: datetime, window: Window) -> dict[str, Any]:
     last = intake_counts.last_accepted(conn, now - RETENTION)
     for source in last:
         sources.setdefault(source, _source())  # quiet in this window, still listed
-    for hour_start, n in messages.sent_per_hour(conn, starts[0]).items():
-        series.add("email.sent", int((hour_start - starts[0]) / series.step), n)
+    edges = [*starts, starts[-1] + series.step]
+    for period, n in enumerate(sent.counts(conn, edges, now)):
+        series.add("email.sent", period, n)
     health = job_store.queue_health(conn, now, LATE_AFTER)
     return {
         "series": series,
