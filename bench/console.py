@@ -486,7 +486,17 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=40)
     p.add_argument("--db", type=Path, help="the SQLite file to seed (reused when it exists)")
     p.add_argument("--keep", action="store_true", help="keep the --db file afterwards")
+    p.add_argument(
+        "--ingest",
+        action="store_true",
+        help="instead: bench/ingest.py (SQLite, /webhooks/track) without the intake counting, "
+        "with it, and with the console's overview polled every 5 s; prints the ratios",
+    )
+    p.add_argument("--rounds", type=int, default=2, help="--ingest: runs of each variant")
     args = p.parse_args()
+    if args.ingest:
+        ingest_ratio(args.rounds)
+        return
     sizes = Sizes(args.contacts, args.events, args.jobs, args.messages)
     with tempfile.TemporaryDirectory() as tmp:
         path = args.db or Path(tmp) / "console.db"
@@ -508,6 +518,61 @@ def main() -> None:
         f"a busy machine inflates less than wall time (load average now {_load()}). Compare "
         "with the baseline row."
     )
+
+
+INGEST_VARIANTS = {
+    "no intake counting (BENCH_NO_TALLY)": {"BENCH_NO_TALLY": "1"},
+    "intake counting, console closed": {},
+    "intake counting, overview polled every 5 s": {"BENCH_CONSOLE_POLL": "5"},
+}
+
+
+def _ingest_once(env: dict[str, str]) -> tuple[float, float]:
+    """req/s and server CPU us/req of /webhooks/track in one bench/ingest.py run."""
+    import os
+    import subprocess
+
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "ingest.py"),
+            "--no-pg",
+            "--no-drain",
+            "--seconds",
+            "10",
+        ],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) > 7 and cells[0] == "SQLite" and not cells[1].startswith(("bare", "no-op")):
+            return float(cells[2].replace(",", "")), float(cells[7])
+    raise RuntimeError(f"no track row in bench/ingest.py output:\n{out}")
+
+
+def ingest_ratio(rounds: int) -> None:
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in INGEST_VARIANTS}
+    for round_ in range(rounds):  # interleaved, so drift of the machine hits every variant
+        for name, env in INGEST_VARIANTS.items():
+            results[name].append(_ingest_once(env))
+            print(f"  round {round_ + 1}: {name}: {results[name][-1]}", flush=True)
+    base_rps = statistics.median(r for r, _ in results[next(iter(INGEST_VARIANTS))])
+    base_cpu = statistics.median(c for _, c in results[next(iter(INGEST_VARIANTS))])
+    rows = []
+    for name, found in results.items():
+        rps = statistics.median(r for r, _ in found)
+        cpu = statistics.median(c for _, c in found)
+        rows.append(
+            [name, f"{rps:,.0f}", f"{rps / base_rps:.2f}x", f"{cpu:.0f}", f"{cpu / base_cpu:.2f}x"]
+        )
+    print(
+        f"\ningest with the console, SQLite, /webhooks/track, 32 connections, 10 s, median of "
+        f"{rounds} interleaved runs (load average {_load()})"
+    )
+    print(table(rows, ["server", "req/s", "vs none", "CPU us/req", "vs none"]))
 
 
 def _load() -> str:

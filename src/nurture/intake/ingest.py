@@ -300,6 +300,8 @@ class Ingestor:
             inserted = event_store.insert_new(conn, list(fresh.values()))
             missing = [k for k in fresh if k not in inserted]
             existing = event_store.ids_for_keys(conn, missing)
+            if self.tally is not None:
+                self.tally.write_in(conn)
         self.commits += 1
         self.rows_committed += len(inserted)
         claimed: set[str] = set()

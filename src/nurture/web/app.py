@@ -72,7 +72,12 @@ def create_app(
     access_log: bool = True,
 ) -> NurtureApp:
     settings = container.settings
-    tally = IntakeTally(container.db, container.clock, inbox_keep=settings.inbox_keep)
+    tally = IntakeTally(
+        container.db,
+        container.clock,
+        every=settings.console_flush_seconds,
+        inbox_keep=settings.inbox_keep,
+    )
     ingestor = Ingestor(
         container.db,
         container.clock,
@@ -129,6 +134,7 @@ def create_app(
 
 
 async def _flush_every(tally: IntakeTally, seconds: float) -> None:
+    """Writes the counts when intake is quiet; while it is busy they ride on its commits."""
     while True:
         await asyncio.sleep(seconds)
-        await asyncio.to_thread(tally.flush)
+        await asyncio.to_thread(tally.flush, force=False)

@@ -131,3 +131,24 @@ def test_series_sums_hours_into_periods(db: Database, clock: VirtualClock) -> No
         (2, "track", "event:page.viewed", 1),
         (8, "track", "event:page.viewed", 1),
     ]
+
+
+def test_counts_ride_on_the_ingest_commit_when_due(db: Database, clock: VirtualClock) -> None:
+    tally = IntakeTally(db, clock, every=3600)
+    tally.delivery(delivery(clock, "accepted"))
+    with db.begin() as conn:
+        assert tally.write_in(conn) == 0  # not due yet: nothing written
+    tally.every = 0
+    with db.begin() as conn:
+        assert tally.write_in(conn) == 1
+    assert counts(db, clock) == {("brevo", "delivery:accepted"): 1}
+    # A failure of the counts fails only them: the ingest transaction goes on and commits.
+    tally.delivery(delivery(clock, "accepted"))
+    with (
+        mock.patch.object(intake_counts, "add", side_effect=RuntimeError("boom")),
+        db.begin() as conn,
+    ):
+        assert tally.write_in(conn) == 0
+        inbox.add(conn, [], 10)
+    assert tally.flush() == 1  # kept for the next write
+    assert counts(db, clock) == {("brevo", "delivery:accepted"): 2}
