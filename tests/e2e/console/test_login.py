@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
+
+import pytest
 
 from nurture.clock import VirtualClock
 from nurture.storage import audit
@@ -74,8 +77,9 @@ def test_next_never_leaves_the_console(h: Harness, people: None) -> None:
 
 
 def test_wrong_password_and_missing_fields_are_answered_on_the_form(
-    h: Harness, people: None
+    h: Harness, people: None, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     page = h.client.get("/console/login")
     r = h.client.post(
         "/console/login", data={"name": "", "password": "", "csrf": form_token(page.text)}
@@ -89,6 +93,8 @@ def test_wrong_password_and_missing_fields_are_answered_on_the_form(
     assert r.status_code == 401
     assert "wrong name or password" in r.text
     assert "nope-nope-nope" not in r.text  # the password is never echoed back
+    assert "console login failed" in caplog.text  # logged, with the name only
+    assert "nope-nope-nope" not in caplog.text
     r = h.client.post(
         "/console/login",
         data={"name": "nobody", "password": "whatever-long", "csrf": form_token(r.text)},
