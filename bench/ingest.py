@@ -28,6 +28,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -141,7 +142,22 @@ def serve(
         settings, db=Database(settings.database_url, synchronous=synchronous)
     )
     migrate.upgrade(container.db)
+    if os.environ.get("BENCH_CONSOLE_POLL"):
+        from nurture.accounts import users
+
+        users.create_user(
+            container.db,
+            name=CONSOLE_USER[0],
+            role="viewer",
+            password=CONSOLE_USER[1],
+            now=datetime.now(UTC),
+            actor="bench",
+        )
     app = create_app(container)
+    if os.environ.get("BENCH_NO_TALLY"):
+        # What the console's intake counting costs: the same server without it.
+        app.state.nurture.tally = None
+        app.state.nurture.ingestor.tally = None
     app.router.routes.insert(0, Route("/bench/noop", noop, methods=["POST"]))
     intake = getattr(app, "intake", None)
     if intake is not None:  # absent from trees before it existed (to bench them the same way)
@@ -412,6 +428,27 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+CONSOLE_USER = ("bench-viewer", "bench-viewer-password")
+
+
+def poll_console(base: str, every: float, stop: threading.Event) -> None:
+    """Someone with the console's overview open: log in, then load the overview every
+    ``every`` seconds (BENCH_CONSOLE_POLL) while the load runs."""
+    import re
+
+    with httpx.Client(base_url=base, timeout=30) as client:
+        page = client.get("/console/login").text
+        token = re.search(r'name="csrf" value="([^"]+)"', page)
+        assert token, "no console login form"
+        client.post(
+            "/console/login",
+            data={"name": CONSOLE_USER[0], "password": CONSOLE_USER[1], "csrf": token.group(1)},
+        )
+        while not stop.is_set():
+            assert client.get("/console").status_code == 200
+            stop.wait(every)
+
+
 class Server:
     """One ``--serve`` child process on a database, and what it reports when stopped."""
 
@@ -436,8 +473,18 @@ class Server:
     def load(
         self, path: str, reqfile: Path, lua: Path, args: argparse.Namespace
     ) -> dict[str, float]:
+        poll = float(os.environ.get("BENCH_CONSOLE_POLL") or 0)
+        stop = threading.Event()
+        poller = threading.Thread(target=poll_console, args=(self.base, poll, stop), daemon=True)
+        if poll and path != "/bench/noop":
+            poller.start()
         before = cpu_seconds(self.proc.pid)
-        r = run_wrk(self.base + path, reqfile, lua, args.seconds, args.connections)
+        try:
+            r = run_wrk(self.base + path, reqfile, lua, args.seconds, args.connections)
+        finally:
+            stop.set()
+            if poller.is_alive():
+                poller.join()
         r["cpu_us"] = (cpu_seconds(self.proc.pid) - before) / max(r["requests"], 1) * 1e6
         self.sent += int(r["requests"])
         return r

@@ -157,6 +157,14 @@ class Settings(BaseSettings):
     discord_webhook_url: str = Field(default="", repr=False)
     slack_webhook_url: str = Field(default="", repr=False)
 
+    # Console (/console): sessions end this long after login, or after this long unused.
+    console_session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
+    console_idle_minutes: float = Field(default=120.0, gt=0)
+    # Intake roll-ups and the Inbox are counted in memory and written this often.
+    console_flush_seconds: float = Field(default=2.0, gt=0, le=60)
+    # How many recent webhook requests the Inbox keeps.
+    inbox_keep: int = Field(default=5000, ge=100, le=1_000_000)
+
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: str) -> str:

@@ -29,6 +29,18 @@ class Unauthenticated(NurtureError):
     """Missing or bad credentials, signature, or a timestamp outside the window."""
 
 
+class StaleTimestamp(Unauthenticated):
+    """A signed request whose timestamp is outside the tolerance window (replayed or slow clock)."""
+
+
+class TooManyAttempts(NurtureError):
+    """Too many failed attempts (console logins); try again after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class Forbidden(NurtureError):
     """Authenticated, but not allowed (e.g. a write key posting a non-behaviour event)."""
 

@@ -20,6 +20,7 @@ from nurture.cli import retention as retention_cli
 from nurture.cli import rules as rules_cli
 from nurture.cli import simulate as simulate_cli
 from nurture.cli import templates as templates_cli
+from nurture.cli import users as users_cli
 from nurture.cli.common import console, container, fail
 from nurture.config import Settings
 from nurture.errors import NurtureError
@@ -43,6 +44,7 @@ backup_cli.register(app)
 commerce_cli.register(app)
 app.add_typer(templates_cli.app, name="templates")
 app.add_typer(endpoints_cli.app, name="endpoints")
+app.add_typer(users_cli.app, name="users")
 simulate_cli.register(app)
 retention_cli.register(app)
 

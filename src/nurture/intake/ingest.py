@@ -35,6 +35,7 @@ from typing import Any
 from nurture.clock import Clock
 from nurture.core.events import InboundEvent, partition_for
 from nurture.errors import StorageUnavailable
+from nurture.intake.tally import IntakeTally
 from nurture.storage import events as event_store
 from nurture.storage.engine import Database
 
@@ -142,8 +143,10 @@ class Ingestor:
         partitions: int = 64,
         writers: int | None = None,
         on_commit: Callable[[], None] | None = None,
+        tally: IntakeTally | None = None,
     ) -> None:
         self.db = db
+        self.tally = tally
         self.clock = clock
         self.partitions = partitions
         self.on_commit = on_commit
@@ -305,6 +308,8 @@ class Ingestor:
             inserted = event_store.insert_new(conn, list(fresh.values()))
             missing = [k for k in fresh if k not in inserted]
             existing = event_store.ids_for_keys(conn, missing)
+            if self.tally is not None:
+                self.tally.write_in(conn)
         self.commits += 1
         self.rows_committed += len(inserted)
         claimed: set[str] = set()
@@ -319,6 +324,8 @@ class Ingestor:
                 else:
                     outcome.duplicates.append(inserted.get(key) or existing.get(key, 0))
             outcomes.append(outcome)
+        if inserted and self.tally is not None:
+            self.tally.stored(r for k, r in fresh.items() if k in inserted)
         if inserted and self.on_commit is not None:
             self.on_commit()
         return outcomes

@@ -5,7 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Connection
+
 from nurture.errors import Conflict, FieldProblem, InvalidFields, NotFound
+from nurture.storage import audit
 from nurture.storage import jobs as store
 from nurture.storage.engine import Database
 
@@ -37,8 +40,39 @@ def get_job(db: Database, job_id: int) -> dict[str, Any]:
     return row
 
 
-def retry_job(db: Database, job_id: int, now: datetime) -> dict[str, Any]:
-    """Run a dead (or failed, waiting) job again now with fresh attempts."""
+def _audit(
+    conn: Connection,
+    row: dict[str, Any],
+    action: str,
+    now: datetime,
+    actor: str | None,
+    client_addr: str | None,
+    was: str,
+) -> None:
+    if actor is None:
+        return
+    audit.record(
+        conn,
+        at=now,
+        actor=actor,
+        action=action,
+        target_kind="job",
+        target_id=str(row["id"]),
+        detail={"kind": row["kind"], "key": row["key"], "was": was},
+        client_addr=client_addr,
+    )
+
+
+def retry_job(
+    db: Database,
+    job_id: int,
+    now: datetime,
+    *,
+    actor: str | None = None,
+    client_addr: str | None = None,
+) -> dict[str, Any]:
+    """Run a dead (or failed, waiting) job again now with fresh attempts. With ``actor``, the
+    audit log records who did it, in the same transaction."""
     with db.begin() as conn:
         was = store.retry(conn, job_id, now)
         if was is None:
@@ -47,17 +81,26 @@ def retry_job(db: Database, job_id: int, now: datetime) -> dict[str, Any]:
             raise Conflict(f"job {job_id} is {was}; only dead or failed jobs can be retried")
         store.note_enqueued(conn, now, now)
         row = store.get(conn, job_id)
-    assert row is not None
+        assert row is not None
+        _audit(conn, row, "job.retry", now, actor, client_addr, was)
     return row
 
 
-def cancel_job(db: Database, job_id: int, now: datetime) -> dict[str, Any]:
+def cancel_job(
+    db: Database,
+    job_id: int,
+    now: datetime,
+    *,
+    actor: str | None = None,
+    client_addr: str | None = None,
+) -> dict[str, Any]:
     with db.begin() as conn:
+        before = store.get(conn, job_id)
         if not store.cancel_id(conn, job_id, now):
-            row = store.get(conn, job_id)
-            if row is None:
+            if before is None:
                 raise NotFound(f"no job {job_id}")
-            raise Conflict(f"job {job_id} is {row['status']} and cannot be cancelled")
+            raise Conflict(f"job {job_id} is {before['status']} and cannot be cancelled")
         row = store.get(conn, job_id)
-    assert row is not None
+        assert row is not None and before is not None
+        _audit(conn, row, "job.cancel", now, actor, client_addr, before["status"])
     return row

@@ -12,7 +12,7 @@ import hmac
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-from nurture.errors import Unauthenticated
+from nurture.errors import StaleTimestamp, Unauthenticated
 
 STANDARD_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 SVIX_HEADERS = ("svix-id", "svix-timestamp", "svix-signature")
@@ -90,7 +90,7 @@ def verify_standard(
     except ValueError:
         raise Unauthenticated(f"{names[1]} is not an integer") from None
     if abs(now.timestamp() - timestamp) > tolerance:
-        raise Unauthenticated(f"{names[1]} outside the {tolerance} s window")
+        raise StaleTimestamp(f"{names[1]} outside the {tolerance} s window")
     candidates = [s[3:] for s in sig_header.split() if s.startswith("v1,")]
     signed = f"{msg_id}.{timestamp}.".encode() + body
     for secret in secrets:
@@ -146,7 +146,7 @@ def verify_stripe(
     if timestamp is None or not candidates:
         raise Unauthenticated("Stripe-Signature needs t= and v1=")
     if abs(now.timestamp() - timestamp) > tolerance:
-        raise Unauthenticated(f"Stripe-Signature timestamp outside the {tolerance} s window")
+        raise StaleTimestamp(f"Stripe-Signature timestamp outside the {tolerance} s window")
     for secret in secrets:
         expected = stripe_signature(secret, timestamp, body)
         for candidate in candidates:

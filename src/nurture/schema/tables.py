@@ -476,6 +476,96 @@ audit_log = Table(
     Index("ix_audit_log_target_kind_target_id", "target_kind", "target_id"),
 )
 
+# --- 0009 console (people, sessions, login throttling, intake roll-ups, webhook inbox) ----------
+
+# People who use the console. Only an Argon2id hash of the password is stored.
+console_users = Table(
+    "console_users",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("role", String(16), nullable=False),  # admin | viewer
+    Column("password_hash", String(255), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("disabled_at", UtcDateTime, nullable=True),
+)
+
+# Server-side sessions: the cookie holds a random token (HMAC-signed); only its SHA-256 is
+# stored, so logout, expiry and disabling a person take effect at once and a copy of the table
+# opens nothing.
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column(
+        "user_id",
+        Id,
+        ForeignKey("console_users.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("last_seen_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False, index=True),
+    Column("client_addr", String(64), nullable=True),
+)
+
+# Failed logins per key ("name:<name>" or "addr:<address>"): each failure past the free ones
+# doubles the wait before the next attempt is even checked.
+login_failures = Table(
+    "login_failures",
+    metadata,
+    Column("key", String(200), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("last_at", UtcDateTime, nullable=False),
+    Column("blocked_until", UtcDateTime, nullable=True),
+)
+
+# Hourly roll-ups of what came in, per source: ``event:<type>`` (stored events),
+# ``delivery:accepted`` / ``delivery:duplicate`` and ``rejected:<reason>`` (webhook requests).
+# Counted in memory by each serving process and added here every few seconds, so ingest never
+# waits for them; the overview reads a few hundred rows instead of counting the events table.
+intake_counts = Table(
+    "intake_counts",
+    metadata,
+    Column("bucket", UtcDateTime, primary_key=True),
+    Column("source", String(100), primary_key=True),
+    Column("metric", String(160), primary_key=True),
+    Column("count", Integer, nullable=False),
+    Column("last_at", UtcDateTime, nullable=False),
+)
+
+# The last few thousand webhook requests (the console's Inbox): accepted ones point at their
+# events; rejected ones keep the reason and a bounded, redacted copy of what was sent.
+inbox_deliveries = Table(
+    "inbox_deliveries",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("at", UtcDateTime, nullable=False),
+    Column("source", String(100), nullable=False),
+    Column("route", String(200), nullable=False),
+    Column("outcome", String(16), nullable=False),  # accepted | duplicate | rejected
+    Column("reason", String(32), nullable=True),
+    Column("status_code", Integer, nullable=False),
+    Column("detail", Text, nullable=True),
+    Column("event_ids", Json, nullable=False),
+    Column("payload", Text, nullable=True),
+    Column("headers", Json, nullable=False),
+    Column("client_addr", String(64), nullable=True),
+    Index("ix_inbox_deliveries_source", "source", "id"),
+)
+
+# The overview's "e-mails sent" and the Jobs page's dead list read these instead of scanning.
+Index("ix_messages_sent_at", messages.c.sent_at)
+Index(
+    "ix_jobs_dead",
+    jobs.c.id,
+    sqlite_where=text("status = 'dead'"),
+    postgresql_where=text("status = 'dead'"),
+)
+
 # --- 0011 consent ---------------------------------------------------------------------------------
 
 # What a form signup agreed to (the form's consent text and version, the consent fields as

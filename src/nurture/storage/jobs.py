@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -607,14 +608,6 @@ def oldest_due(conn: Connection, now: datetime) -> tuple[int, datetime | None]:
     return int(row[0]), oldest
 
 
-def count_by_kind_status(conn: Connection) -> dict[tuple[str, str], int]:
-    """``{(kind, status): count}``, for /metrics (dead jobs per kind)."""
-    rows = conn.execute(
-        select(jobs.c.kind, jobs.c.status, func.count()).group_by(jobs.c.kind, jobs.c.status)
-    )
-    return {(r[0], r[1]): r[2] for r in rows}
-
-
 def due_by_kind(conn: Connection, now: datetime) -> dict[str, tuple[int, datetime]]:
     """Per kind: how many jobs are due and not yet taken, and the oldest ``run_at`` among them."""
     rows = conn.execute(
@@ -636,3 +629,89 @@ async def listen(
     ``on_message(None)`` once listening and after each reconnect: look at the table again.
     """
     await notify.listen(db, {CHANNEL: on_message}, stop)
+
+
+# -- the console's queue health (each count reads a partial index) -----------------------------
+
+
+def queue_health(conn: Connection, now: datetime, late_after: timedelta) -> dict[str, Any]:
+    """Waiting jobs, those due, those late (due for longer than ``late_after``) with the oldest
+    one's ``run_at``, running and dead: five reads of ``ix_jobs_due``, ``ix_jobs_lease`` and
+    ``ix_jobs_dead``."""
+    waiting = conn.execute(select(func.count()).select_from(jobs).where(IS_DUE)).scalar_one()
+    due, oldest = conn.execute(
+        select(func.count(), func.min(jobs.c.run_at)).where(IS_DUE, jobs.c.run_at <= now)
+    ).one()
+    late = conn.execute(
+        select(func.count()).select_from(jobs).where(IS_DUE, jobs.c.run_at <= now - late_after)
+    ).scalar_one()
+    running = conn.execute(
+        select(func.count()).select_from(jobs).where(text("jobs.status = 'running'"))
+    ).scalar_one()
+    dead = conn.execute(
+        select(func.count()).select_from(jobs).where(text("jobs.status = 'dead'"))
+    ).scalar_one()
+    return {
+        "waiting": int(waiting),
+        "due": int(due),
+        "late": int(late),
+        "oldest_due": oldest,
+        "running": int(running),
+        "dead": int(dead),
+    }
+
+
+def lateness_histogram(conn: Connection, now: datetime, edges: Sequence[timedelta]) -> list[int]:
+    """Due jobs counted by how late they are: ``[0, edges[0])``, ``[edges[0], edges[1])``, ...,
+    ``[edges[-1], ...)``; one range read of ``ix_jobs_due``."""
+    cases = []
+    bounds = [None, *edges, None]
+    for low, high in itertools.pairwise(bounds):
+        cond = []
+        if low is not None:
+            cond.append(jobs.c.run_at <= now - low)
+        if high is not None:
+            cond.append(jobs.c.run_at > now - high)
+        cases.append(func.coalesce(func.sum(case((and_(*cond), 1), else_=0)), 0))
+    row = conn.execute(select(*cases).where(IS_DUE, jobs.c.run_at <= now)).one()
+    return [int(v) for v in row]
+
+
+def dead(
+    conn: Connection, *, kind: str | None = None, before_id: int | None = None, limit: int = 50
+) -> list[dict[str, Any]]:
+    """Dead jobs, newest first (``ix_jobs_dead``)."""
+    stmt = (
+        select(*COLUMNS).where(text("jobs.status = 'dead'")).order_by(jobs.c.id.desc()).limit(limit)
+    )
+    if kind:
+        stmt = stmt.where(jobs.c.kind == kind)
+    if before_id is not None:
+        stmt = stmt.where(jobs.c.id < before_id)
+    return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
+def most_late(conn: Connection, now: datetime, limit: int = 50) -> list[dict[str, Any]]:
+    """Due jobs not yet taken, the longest-waiting first (``ix_jobs_due``)."""
+    stmt = select(*COLUMNS).where(IS_DUE, jobs.c.run_at <= now).order_by(jobs.c.run_at).limit(limit)
+    return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
+def running(conn: Connection, limit: int = 50) -> list[dict[str, Any]]:
+    """Jobs being run, the lease ending first first (``ix_jobs_lease``)."""
+    stmt = (
+        select(*COLUMNS)
+        .where(text("jobs.status = 'running'"))
+        .order_by(jobs.c.lease_until)
+        .limit(limit)
+    )
+    return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
+def count_by_kind_status(conn: Connection) -> dict[tuple[str, str], int]:
+    """Every job counted by kind and status: a full read, so the console calls it in the
+    background at most once a minute, never per page view; /metrics once per scrape."""
+    rows = conn.execute(
+        select(jobs.c.kind, jobs.c.status, func.count()).group_by(jobs.c.kind, jobs.c.status)
+    )
+    return {(r[0], r[1]): int(r[2]) for r in rows}

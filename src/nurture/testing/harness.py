@@ -39,8 +39,9 @@ class Harness:
 @contextmanager
 def harness(settings: Settings, clock: VirtualClock | None = None) -> Iterator[Harness]:
     h = Harness(settings, clock)
-    with h.client:
-        try:
+    try:
+        # The app's shutdown (last intake-count flush) still has the database.
+        with h.client:
             yield h
-        finally:
-            h.container.close()
+    finally:
+        h.container.close()

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from nurture.contacts import erasure
 from nurture.core.events import normalise_email
 from nurture.errors import NotFound
+from nurture.intake import replay
 from nurture.storage import contacts as contact_store
 from nurture.storage import events as event_store
 from nurture.storage import timeline as timeline_store
@@ -160,7 +161,5 @@ def get_event(request: Request, event_id: int) -> dict[str, Any]:
 @router.post("/events/{event_id}/replay", response_model=Accepted, status_code=202, tags=["events"])
 def replay_event(request: Request, event_id: int) -> dict[str, Any]:
     container = web_state(request).container
-    with container.db.begin() as conn:
-        if not event_store.requeue(conn, event_id, container.clock.now()):
-            raise NotFound(f"no event {event_id}")
+    replay.replay_event(container.db, event_id, container.clock.now())
     return {"status": "requeued", "event_ids": [event_id]}

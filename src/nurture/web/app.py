@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -13,11 +14,13 @@ from starlette.types import Receive, Scope, Send
 from nurture import __version__
 from nurture.bootstrap import Container
 from nurture.intake.ingest import Ingestor
+from nurture.intake.tally import IntakeTally
 from nurture.providers.track.inbound import TrackSource
 from nurture.web import (
     admin,
     commerce,
     confirm,
+    console,
     errors,
     events_api,
     health,
@@ -71,8 +74,18 @@ def create_app(
     access_log: bool = True,
 ) -> NurtureApp:
     settings = container.settings
+    tally = IntakeTally(
+        container.db,
+        container.clock,
+        every=settings.console_flush_seconds,
+        inbox_keep=settings.inbox_keep,
+    )
     ingestor = Ingestor(
-        container.db, container.clock, partitions=settings.partitions, on_commit=on_commit
+        container.db,
+        container.clock,
+        partitions=settings.partitions,
+        on_commit=on_commit,
+        tally=tally,
     )
     track = TrackSource(
         settings.track_secrets,
@@ -83,8 +96,13 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-        ingestor.close()
+        flusher = asyncio.create_task(_flush_every(tally, settings.console_flush_seconds))
+        try:
+            yield
+        finally:
+            flusher.cancel()
+            ingestor.close()
+            await asyncio.to_thread(tally.flush)
 
     app = NurtureApp(
         title="nurture",
@@ -93,7 +111,7 @@ def create_app(
         lifespan=lifespan,
         **_no_native_telemetry(),
     )
-    state = WebState(container=container, ingestor=ingestor, track=track)
+    state = WebState(container=container, ingestor=ingestor, track=track, tally=tally)
     app.state.nurture = state
     state.metrics.watch(container)
     errors.install(app)
@@ -114,6 +132,14 @@ def create_app(
     app.include_router(confirm.router)
     app.include_router(delivery_admin_router)  # messages, suppressions, endpoints
     app.add_middleware(AuditLog, db=container.db, clock=container.clock)
+    console.install(app)
     if access_log:
         app.add_middleware(AccessLog)
     return app
+
+
+async def _flush_every(tally: IntakeTally, seconds: float) -> None:
+    """Writes the counts when intake is quiet; while it is busy they ride on its commits."""
+    while True:
+        await asyncio.sleep(seconds)
+        await asyncio.to_thread(tally.flush, force=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -23,6 +25,7 @@ STATUS: list[tuple[type[errors.NurtureError], int, str]] = [
     (errors.PayloadTooLarge, 413, "payload-too-large"),
     (errors.UnsupportedMediaType, 415, "unsupported-media-type"),
     (errors.InvalidFields, 422, "invalid-fields"),
+    (errors.TooManyAttempts, 429, "too-many-attempts"),
     (errors.StorageUnavailable, 503, "storage-unavailable"),
     (errors.ProviderError, 502, "provider-error"),
     (errors.ConfigError, 500, "configuration-error"),
@@ -37,7 +40,8 @@ def problem(status: int, kind: str, detail: str, **extra: Any) -> Response:
         "detail": detail,
         **extra,
     }
-    headers = {"Retry-After": "1"} if status == 503 else None
+    retry_after = extra.pop("retry_after", 1 if status == 503 else None)
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
     return Response(
         orjson.dumps(body),
         status_code=status,
@@ -58,12 +62,41 @@ def problem_for(exc: errors.NurtureError) -> Response:
     extra: dict[str, Any] = {}
     if isinstance(exc, errors.InvalidFields):
         extra["errors"] = [{"field": p.field, "message": p.message} for p in exc.problems]
+    if isinstance(exc, errors.TooManyAttempts):
+        extra["retry_after"] = max(1, math.ceil(exc.retry_after))
     return problem(status, kind, str(exc), **extra)
+
+
+# Path prefixes answered with HTML pages instead of problem+json (the console): the status and
+# kind are still decided here; the renderer only draws them.
+HtmlRenderer = Callable[[Request, int, str, str, dict[str, Any]], Response]
+
+
+def html_errors(app: Starlette, prefix: str, renderer: HtmlRenderer) -> None:
+    if not hasattr(app.state, "html_errors"):
+        app.state.html_errors = {}
+    app.state.html_errors[prefix] = renderer
+
+
+def _html_renderer(request: Request) -> HtmlRenderer | None:
+    renderers: dict[str, HtmlRenderer] = getattr(request.app.state, "html_errors", {})
+    path = request.url.path
+    for prefix, renderer in renderers.items():
+        if path == prefix or path.startswith(prefix + "/"):
+            return renderer
+    return None
 
 
 async def _nurture_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.NurtureError)
-    return problem_for(exc)
+    renderer = _html_renderer(request)
+    if renderer is None:
+        return problem_for(exc)
+    status, kind = status_for(exc)
+    extra: dict[str, Any] = {"retry_after": 1} if status == 503 else {}
+    if isinstance(exc, errors.TooManyAttempts):
+        extra["retry_after"] = max(1, math.ceil(exc.retry_after))
+    return renderer(request, status, kind, str(exc), extra)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
@@ -73,11 +106,17 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
         fields.append({"field": ".".join(loc) or "body", "message": err.get("msg", "invalid")})
     detail = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+    renderer = _html_renderer(request)
+    if renderer is not None:
+        return renderer(request, 422, "invalid-fields", detail, {})
     return problem(422, "invalid-fields", detail, errors=fields)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    renderer = _html_renderer(request)
+    if renderer is not None:
+        return renderer(request, exc.status_code, "http-error", str(exc.detail), {})
     return problem(exc.status_code, "http-error", str(exc.detail))
 
 

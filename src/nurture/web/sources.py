@@ -37,8 +37,8 @@ def install(intake: Intake) -> None:
     intake.post("/webhooks/resend", _provider("resend"))
     intake.post("/webhooks/calcom", _provider("calcom"))
     intake.post("/webhooks/stripe", _provider("stripe"))
-    intake.post("/webhooks/generic/{source_id}", generic)
-    intake.post("/webhooks/forms/{form_id}", form, cors=True)
+    intake.post("/webhooks/generic/{source_id}", generic, source="generic:{source_id}")
+    intake.post("/webhooks/forms/{form_id}", form, cors=True, source="forms")
     # compatibility routes for users of the prototypes, same verification as above
     intake.post("/webhook/email", _provider("brevo", legacy=True), source="brevo")
     intake.post("/webhook/calcom-booking", _provider("calcom", legacy=True), source="calcom")

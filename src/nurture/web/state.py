@@ -9,6 +9,7 @@ from starlette.requests import Request
 
 from nurture.bootstrap import Container
 from nurture.intake.ingest import Ingestor
+from nurture.intake.tally import IntakeTally
 from nurture.providers.track.inbound import TrackSource
 from nurture.web.metrics import Metrics
 
@@ -18,6 +19,7 @@ class WebState:
     container: Container
     ingestor: Ingestor
     track: TrackSource
+    tally: IntakeTally | None = None
     sources: dict[str, Any] = field(default_factory=dict)
     metrics: Metrics = field(default_factory=Metrics)
 

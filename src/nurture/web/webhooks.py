@@ -28,8 +28,10 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from nurture import logs
-from nurture.errors import NurtureError
+from nurture.errors import NotConfigured, NotFound, NurtureError
 from nurture.intake.ingest import IngestOutcome
+from nurture.intake.tally import Delivery as TallyDelivery
+from nurture.intake.tally import reason_for
 from nurture.providers.track.inbound import WRITE_KEY_HEADER, parse_behavior
 from nurture.web.body import check_media_type, media_type_of, read_body
 from nurture.web.errors import problem, problem_for
@@ -43,11 +45,13 @@ _NO_QUERY: Mapping[str, str] = {}
 class Delivery:
     """One webhook request as the handlers see it."""
 
-    __slots__ = ("_receive", "_scope", "headers")
+    __slots__ = ("_receive", "_scope", "headers", "raw")
 
     def __init__(self, scope: Scope, receive: Receive) -> None:
         self._scope = scope
         self._receive = receive
+        # The body once read, kept for the Inbox's copy of a rejected request.
+        self.raw: bytes | None = None
         # ASGI header names are lower-case; the first of repeated headers wins, as in Starlette.
         headers: dict[str, str] = {}
         for name, value in scope["headers"]:
@@ -72,7 +76,8 @@ class Delivery:
         return client[0] if client else None
 
     async def body(self, limit: int) -> bytes:
-        return await read_body(self._receive, self.headers, limit)
+        self.raw = await read_body(self._receive, self.headers, limit)
+        return self.raw
 
     def media_type(self, *allowed: str) -> str:
         """The request's media type if it is one of ``allowed``; 415 otherwise."""
@@ -105,12 +110,65 @@ class WebhookEndpoint:
     """One webhook route as an ASGI app."""
 
     def __init__(
-        self, state: WebState, handler: Handler, cors: Cors | None, metrics: SourceMetrics
+        self,
+        state: WebState,
+        handler: Handler,
+        cors: Cors | None,
+        metrics: SourceMetrics,
+        source: str,
+        route: str,
     ) -> None:
         self.state = state
         self.handler = handler
         self.cors = cors
         self.metrics = metrics
+        # The Inbox's name for the sender; "{param}" is filled from the path.
+        self.source = source
+        self.route = route
+
+    def _record(
+        self,
+        delivery: Delivery,
+        status: int,
+        outcome: IngestOutcome | None = None,
+        error: NurtureError | None = None,
+    ) -> None:
+        tally = self.state.tally
+        if tally is None:
+            return
+        params = delivery.path_params
+        if params and isinstance(error, NotConfigured | NotFound):
+            # Anyone may post to any /webhooks/generic/<id>: unknown ids share one name, so
+            # they cannot grow the roll-ups without bound (the Inbox keeps the path itself).
+            params = dict.fromkeys(params, "?")
+        source = self.source.format(**params) if params else self.source
+        if outcome is not None:
+            kind = "accepted" if outcome.accepted else "duplicate"
+            ids = outcome.accepted + outcome.duplicates
+            reason = detail = None
+        else:
+            kind, ids = "rejected", []
+            reason = reason_for(error) if error is not None else "error"
+            detail = str(error) if error is not None else "internal error"
+        tally.delivery(
+            TallyDelivery(
+                at=self.state.container.clock.now(),
+                source=source,
+                route=self._scope_path(delivery),
+                outcome=kind,
+                status_code=status,
+                reason=reason,
+                detail=detail,
+                event_ids=ids,
+                body=delivery.raw if outcome is None else None,
+                headers=delivery.headers,
+                client_addr=delivery.client_host,
+            )
+        )
+
+    def _scope_path(self, delivery: Delivery) -> str:
+        params = delivery.path_params
+        return self.route.format(**params) if params else self.route
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.handle(scope, receive, send)
@@ -122,17 +180,20 @@ class WebhookEndpoint:
             outcome = await self.handler(self.state, delivery)
         except NurtureError as exc:
             response = problem_for(exc)
+            self._record(delivery, response.status_code, error=exc)
         except ClientDisconnect:
             self.metrics.answered(499, 0)
             return 499
         except Exception:
             self.metrics.answered(500, 0)
+            self._record(delivery, 500)
             # As ServerErrorMiddleware does for the other routes: answer 500, then re-raise so
             # the server logs the traceback (and the test client raises it).
             with contextlib.suppress(Exception):
                 await problem(500, "internal-error", "internal server error")(scope, receive, send)
             raise
         else:
+            self._record(delivery, outcome.status_code, outcome)
             body = orjson.dumps(outcome.body())
             headers = [_JSON_HEADER, (b"content-length", b"%d" % len(body))]
             if self.cors is not None:
@@ -166,10 +227,14 @@ class Intake:
     def post(
         self, path: str, handler: Handler, *, cors: bool = False, source: str | None = None
     ) -> None:
-        """``source`` labels the route's metrics; by default the segment after ``/webhooks/``."""
-        label = source or path.split("/")[2]
-        metrics = self.state.metrics.source(label)
-        endpoint = WebhookEndpoint(self.state, handler, self.cors if cors else None, metrics)
+        """``source``: the sender's name in the console (default: the path after /webhooks/);
+        its metrics label is the segment after ``/webhooks/`` unless ``source`` is given."""
+        metrics = self.state.metrics.source(source or path.split("/")[2])
+        if source is None:
+            source = path.removeprefix("/webhooks/").split("/{")[0]
+        endpoint = WebhookEndpoint(
+            self.state, handler, self.cors if cors else None, metrics, source, path
+        )
         self.routes.append(Route(path, endpoint, methods=["POST"]))
         if cors:
             self.routes.append(Route(path, preflight, methods=["OPTIONS"]))
