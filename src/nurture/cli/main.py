@@ -13,6 +13,7 @@ from nurture.bootstrap import build_processor, build_worker_loops
 from nurture.cli import commerce as commerce_cli
 from nurture.cli import endpoints as endpoints_cli
 from nurture.cli import jobs as jobs_cli
+from nurture.cli import privacy as privacy_cli
 from nurture.cli import rules as rules_cli
 from nurture.cli import simulate as simulate_cli
 from nurture.cli import templates as templates_cli
@@ -35,6 +36,7 @@ keys_app = typer.Typer(help="Admin API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(jobs_cli.app, name="jobs")
 rules_cli.register(app)
+privacy_cli.register(rules_cli.contacts_app)
 commerce_cli.register(app)
 app.add_typer(templates_cli.app, name="templates")
 app.add_typer(endpoints_cli.app, name="endpoints")

@@ -27,6 +27,7 @@ import polars as pl
 from sqlalchemy import Connection
 
 from nurture.commerce import csv_blocks, order_rows
+from nurture.contacts import suppression
 from nurture.core.contacts import PROFILE_FIELDS, STATUS_RANK
 from nurture.core.events import normalise_email
 from nurture.errors import FieldProblem, InvalidFields
@@ -317,7 +318,9 @@ def _with_contacts(
     new = emails.filter(~emails.is_in(email_ids.get_column("email").implode())).to_list()
     if new:
         contact_store.insert_emails(conn, new, now)
-        email_ids = pl.concat([email_ids, order_store.contact_ids(conn, new)])
+        created = order_store.contact_ids(conn, new)
+        email_ids = pl.concat([email_ids, created])
+        suppression.carry_over_emails(conn, new, now)
         summary.contacts_created += len(new)
     email_ids = email_ids.rename({"contact_id": "email_contact"})
     codes = rows.get_column("client_code").drop_nulls().unique().sort().to_list()
@@ -495,9 +498,11 @@ def _upsert_contacts(
 ) -> None:
     states = {s.email: s for s in contact_store.load_many(conn, emails=sorted(wanted))}
     missing = [e for e in sorted(wanted) if e not in states]
-    for state in contact_store.create_many(conn, missing, now):
+    created = contact_store.create_many(conn, missing, now)
+    for state in created:
         state.is_new = True
         states[state.email] = state
+    suppression.carry_over(conn, created)
     summary.contacts_created += len(missing)
     changed = []
     idents: list[tuple[int, str, str]] = []

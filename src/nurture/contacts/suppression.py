@@ -7,15 +7,16 @@ so an erased contact stays suppressed without keeping the address itself.
 
 from __future__ import annotations
 
-import hashlib
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import Connection
 
 from nurture.contacts import refresh as contact_refresh
 from nurture.core.contacts import ContactState
-from nurture.core.events import normalise_email
+from nurture.core.events import email_hash as email_hash  # re-exported: the hash rule
 from nurture.storage import contacts as contact_store
+from nurture.storage import personal_data
 from nurture.storage import suppressions as store
 from nurture.storage import timeline as timeline_store
 
@@ -24,11 +25,30 @@ REASONS = frozenset({"unsubscribed", "complained", "bounced", "erased", "manual"
 BLOCKS_ALL = frozenset({"bounced", "erased"})
 
 
-def email_hash(email: str | None) -> str | None:
-    if not email:
-        return None
-    normal = normalise_email(email) or email.strip().lower()
-    return hashlib.sha256(normal.encode()).hexdigest()
+def carry_over(conn: Connection, created: Sequence[ContactState]) -> int:
+    """New contacts whose address is already suppressed (unsubscribed, bounced, erased...)
+    start with the matching status; the caller saves the dirty ones. How many changed."""
+    hashes = {s.id: email_hash(s.email) for s in created if s.email}
+    found = store.reasons_by_hash(conn, [h for h in hashes.values() if h])
+    changed = 0
+    for state in created:
+        changed += state.carry_suppressions(found.get(hashes.get(state.id) or "", set()))
+    return changed
+
+
+def carry_over_emails(conn: Connection, emails: Sequence[str], now: datetime) -> int:
+    """``carry_over`` for contacts a bulk import inserted by address; only the few whose
+    address is suppressed are loaded and saved."""
+    by_hash = {email_hash(e): e for e in emails}
+    found = store.reasons_by_hash(conn, [h for h in by_hash if h])
+    if not found:
+        return 0
+    states = contact_store.load_many(conn, emails=sorted(by_hash[h] for h in found), ids=[])
+    changed = [
+        s for s in states if s.carry_suppressions(found.get(email_hash(s.email) or "", set()))
+    ]
+    contact_store.save_many(conn, changed, now)
+    return len(changed)
 
 
 def suppress(
@@ -64,6 +84,13 @@ def check(
     reasons = store.reasons(conn, contact_id, email_hash(email))
     blocking = reasons & BLOCKS_ALL if transactional else reasons
     return sorted(blocking)[0] if blocking else None
+
+
+def hold_for_send(conn: Connection, contact_id: int | None) -> bool:
+    """Called in the transaction that claims a message: ``False`` when the contact is gone
+    (erased since the send's checks). Otherwise the contact row stays share-locked until that
+    transaction commits, so an erasure waits and then strips the claimed row of its address."""
+    return contact_id is None or personal_data.hold_contact(conn, int(contact_id))
 
 
 def resubscribe(

@@ -10,6 +10,15 @@ from typing import Any
 # Status only moves "down" this order by events; lifting a suppression needs an explicit
 # re-subscribe through the API. A late ``delivered`` therefore never undoes a bounce.
 STATUS_RANK = {"subscribed": 0, "unsubscribed": 1, "complained": 2, "bounced": 3}
+# The status a new contact starts with when its address is already suppressed (imported or
+# re-created after an unsubscribe or an erasure): the suppression reason, in status terms.
+STATUS_FOR_SUPPRESSION = {
+    "bounced": "bounced",
+    "complained": "complained",
+    "unsubscribed": "unsubscribed",
+    "erased": "unsubscribed",
+    "manual": "unsubscribed",
+}
 PROFILE_FIELDS = ("first_name", "last_name", "phone", "time_zone")
 
 
@@ -76,6 +85,15 @@ class ContactState:
         self.status = status
         self.dirty = True
         return True
+
+    def carry_suppressions(self, reasons: set[str]) -> bool:
+        """A contact created for an address suppressed earlier starts suppressed."""
+        changed = False
+        for reason in reasons:
+            status = STATUS_FOR_SUPPRESSION.get(reason)
+            if status is not None:
+                changed = self.degrade_status(status) or changed
+        return changed
 
     @property
     def suppressed(self) -> bool:

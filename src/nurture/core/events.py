@@ -31,6 +31,14 @@ def normalise_email(value: str) -> str | None:
     return email if _EMAIL.match(email) else None
 
 
+def email_hash(email: str | None) -> str | None:
+    """SHA-256 of the normalised address: how suppressions outlive an erased contact."""
+    if not email:
+        return None
+    normal = normalise_email(email) or email.strip().lower()
+    return hashlib.sha256(normal.encode()).hexdigest()
+
+
 @dataclass(frozen=True, slots=True)
 class ContactRef:
     """How an event names its contact: an e-mail, other identities, and profile traits to upsert."""

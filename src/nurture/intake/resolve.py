@@ -12,8 +12,21 @@ from datetime import datetime
 from sqlalchemy import Connection
 
 from nurture.core.contacts import ContactState
-from nurture.core.events import ContactRef, StoredEvent
+from nurture.core.events import ContactRef, StoredEvent, email_hash
 from nurture.storage import contacts as contact_store
+from nurture.storage import suppressions as suppression_store
+
+
+def _carry_suppressions(conn: Connection, created: Sequence[ContactState]) -> None:
+    """An address suppressed before (unsubscribed, bounced, erased) starts suppressed again;
+    the same rule as ``contacts.suppression.carry_over``, which this layer cannot import."""
+    hashes = {s.id: email_hash(s.email) for s in created if s.email}
+    if not hashes:
+        return
+    found = suppression_store.reasons_by_hash(conn, [h for h in hashes.values() if h])
+    if found:
+        for state in created:
+            state.carry_suppressions(found.get(hashes.get(state.id) or "", set()))
 
 
 class BatchContacts:
@@ -63,6 +76,7 @@ class BatchContacts:
             placeholder.id = fresh.id
             placeholder.created_at = fresh.created_at
             placeholder.updated_at = fresh.updated_at
+        _carry_suppressions(conn, pending)
 
     def _find(self, ref: ContactRef) -> ContactState | None:
         if ref.email and ref.email in self.by_email:

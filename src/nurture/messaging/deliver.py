@@ -336,6 +336,11 @@ class Delivery:
 
     def _claim(self, values: dict[str, Any]) -> message_store.Claim | None:
         with self.db.begin() as conn:
+            if not suppression.hold_for_send(conn, values["contact_id"]):
+                # Erased since the checks: settle the key without the address.
+                gone = {**values, "contact_id": None, "to_address": None}
+                self._settle_unsent(conn, gone, "skipped", "contact erased", self.clock.now())
+                return None
             return message_store.claim(conn, values, self.clock.now())
 
     def _mark(self, message_id: int, status: str, error: str) -> None:

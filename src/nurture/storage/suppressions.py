@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -51,6 +52,21 @@ def reasons(conn: Connection, contact_id: int | None, email_hash: str | None) ->
         return set()
     rows = conn.execute(select(suppressions.c.reason).where(or_(*conds)))
     return {r.reason for r in rows}
+
+
+def reasons_by_hash(conn: Connection, email_hashes: Sequence[str]) -> dict[str, set[str]]:
+    """The suppression reasons of each of these address hashes that has any."""
+    out: dict[str, set[str]] = {}
+    for start in range(0, len(email_hashes), 500):
+        chunk = list(email_hashes[start : start + 500])
+        rows = conn.execute(
+            select(suppressions.c.email_hash, suppressions.c.reason).where(
+                suppressions.c.email_hash.in_(chunk)
+            )
+        )
+        for r in rows:
+            out.setdefault(r.email_hash, set()).add(r.reason)
+    return out
 
 
 def remove(

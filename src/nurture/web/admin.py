@@ -7,17 +7,20 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
+from nurture.contacts import erasure
 from nurture.core.events import normalise_email
 from nurture.errors import NotFound
 from nurture.intake import replay
 from nurture.storage import contacts as contact_store
 from nurture.storage import events as event_store
 from nurture.storage import timeline as timeline_store
+from nurture.web.audit import client_addr, mark_audited
 from nurture.web.auth import require_api_key
 from nurture.web.models import (
     Accepted,
     ContactOut,
     ContactPage,
+    Erased,
     EventDetail,
     EventPage,
     EventSummary,
@@ -69,6 +72,40 @@ def list_contacts(
 @router.get("/contacts/{ref}", response_model=ContactOut, tags=["contacts"])
 def get_contact(request: Request, ref: str) -> dict[str, Any]:
     return contact_payload(request, resolve_contact_id(request, ref))
+
+
+@router.get("/contacts/{ref}/export", tags=["contacts"])
+def export_contact(
+    request: Request, ref: str, key_name: str = Depends(require_api_key)
+) -> dict[str, Any]:
+    """Everything held about the contact, as JSON (GDPR access and portability); audited."""
+    c = web_state(request).container
+    return erasure.export_contact(
+        c.db,
+        resolve_contact_id(request, ref),
+        actor=f"key:{key_name}",
+        now=c.clock.now(),
+        client_addr=client_addr(request),
+    )
+
+
+@router.delete("/contacts/{ref}", response_model=Erased, tags=["contacts"])
+def erase_contact(
+    request: Request, ref: str, key_name: str = Depends(require_api_key)
+) -> dict[str, Any]:
+    """Erase the contact's personal data (GDPR): the contact, identities, timeline, tasks and
+    orders are deleted, event payloads and messages blanked, pending jobs cancelled; only a
+    hashed suppression of the address remains so that it is never mailed again. Audited."""
+    c = web_state(request).container
+    report = erasure.erase_contact(
+        c.db,
+        resolve_contact_id(request, ref),
+        actor=f"key:{key_name}",
+        now=c.clock.now(),
+        client_addr=client_addr(request),
+    )
+    mark_audited(request)
+    return report.as_dict()
 
 
 @router.get("/contacts/{ref}/timeline", response_model=TimelineOut, tags=["contacts"])

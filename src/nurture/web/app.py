@@ -32,6 +32,7 @@ from nurture.web import (
     webhooks,
 )
 from nurture.web.access import AccessLog
+from nurture.web.audit import AuditLog
 from nurture.web.messages import router as delivery_admin_router
 from nurture.web.state import WebState
 from nurture.web.webhooks import Intake
@@ -123,6 +124,7 @@ def create_app(
     app.include_router(unsubscribe.router)
     app.include_router(delivery_admin_router)  # messages, suppressions, endpoints
     console.install(app)
+    app.add_middleware(AuditLog, db=container.db, clock=container.clock)
     if access_log:
         app.add_middleware(AccessLog)
     return app

@@ -6,6 +6,7 @@ from fastapi import Request
 
 from nurture.errors import Unauthenticated
 from nurture.storage import api_keys
+from nurture.web.audit import note_api_key
 from nurture.web.state import web_state
 
 
@@ -20,4 +21,6 @@ def require_api_key(request: Request) -> str:
         found = api_keys.find_active(conn, key)
     if found is None:
         raise Unauthenticated("invalid or revoked API key")
-    return str(found["name"])
+    name = str(found["name"])
+    note_api_key(request, name)  # the audit middleware records changes under this name
+    return name

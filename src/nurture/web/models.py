@@ -79,3 +79,19 @@ class EventDetail(EventSummary):
 class Accepted(BaseModel):
     status: str
     event_ids: list[int] = Field(default_factory=list)
+
+
+class Erased(BaseModel):
+    """What an erasure removed (``contacts.erasure.ErasureReport``)."""
+
+    contact_id: int
+    erased_at: datetime
+    email_hash: str | None = None
+    events_redacted: int
+    events_closed: int
+    messages_redacted: int
+    jobs_cancelled: int
+    jobs_blanked: int
+    suppressions_kept: int
+    deleted: dict[str, int]
+    audit_id: int
