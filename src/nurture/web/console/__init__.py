@@ -26,12 +26,12 @@ from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 
 from nurture.web import errors
-from nurture.web.console import contacts, inbox, jobs, login, overview
+from nurture.web.console import contacts, inbox, jobs, login, overview, sequences
 from nurture.web.console.headers import ConsoleHeaders
 from nurture.web.console.render import add_nav, render
 
 # The navigation follows this order.
-PAGES = (overview, jobs, inbox, contacts)
+PAGES = (overview, jobs, inbox, contacts, sequences)
 STATIC = Path(__file__).parent / "static"
 
 HEADINGS = {
