@@ -38,7 +38,7 @@ NAV = ("Contacts", "/console/contacts")
 
 PAGE = 50
 # Ids looked at per page when only tags or segments (JSON, no index) narrow the search.
-WINDOW = 50_000
+WINDOW = 20_000
 TIMELINE = 100
 DONE = {
     "tag_added": "The tag is added.",

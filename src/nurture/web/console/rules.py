@@ -26,6 +26,7 @@ from nurture.storage import rule_fires
 from nurture.storage import timeline as timeline_store
 from nurture.web.console.render import render
 from nurture.web.console.security import check_csrf, viewer
+from nurture.web.console.snapshot import Snapshot
 from nurture.web.rules import automation
 from nurture.web.state import web_state
 
@@ -33,6 +34,8 @@ router = APIRouter(prefix="/console", include_in_schema=False)
 NAV = ("Rules", "/console/rules")
 
 MAX_EVENT = 20_000
+COUNTS_MAX_AGE = 60.0
+FIRST_WAIT = 1.0
 EXAMPLE = '{"type": "email.clicked", "data": {"url": "https://example.com/offer"}}'
 
 
@@ -40,14 +43,38 @@ def _yaml(value: Any) -> str:
     return yaml.safe_dump(value, sort_keys=False, allow_unicode=True, width=90).strip()
 
 
-def _rules(request: Request, now: datetime) -> list[dict[str, Any]]:
+def _fire_counts(request: Request) -> Snapshot[dict[str, list[int]]]:
+    """Counting a week of fires reads every one of them: done in the background at most every
+    ``COUNTS_MAX_AGE`` (one snapshot per app), like the Jobs page's counts."""
+    state = web_state(request)
+    found = state.sources.get("__console_rule_fires__")
+    if found is None:
+        db, clock = state.container.db, state.container.clock
+        ids = [r.id for r in automation(request).rules]
+
+        def compute() -> dict[str, list[int]]:
+            now = clock.now()
+            with db.read() as conn:
+                return timeline_store.rule_fire_counts(
+                    conn, ids, [now - timedelta(hours=24), now - timedelta(days=7)]
+                )
+
+        found = Snapshot(compute, COUNTS_MAX_AGE, clock.now)
+        state.sources["__console_rule_fires__"] = found
+    assert isinstance(found, Snapshot)
+    return found
+
+
+def _rules(request: Request) -> tuple[list[dict[str, Any]], datetime | None]:
     auto = automation(request)
     ordered = auto.ordered_rules
     ids = [r.id for r in ordered]
+    snapshot = _fire_counts(request)
+    counts, counted_at = snapshot.get()
+    if counts is None:
+        snapshot.wait(FIRST_WAIT)
+        counts, counted_at = snapshot.get()
     with web_state(request).container.db.read() as conn:
-        counts = timeline_store.rule_fire_counts(
-            conn, ids, [now - timedelta(hours=24), now - timedelta(days=7)]
-        )
         last = timeline_store.rule_last_fired(conn, ids)
     out = []
     for rule in ordered:
@@ -64,12 +91,12 @@ def _rules(request: Request, now: datetime) -> list[dict[str, Any]]:
                 "once": rule.spec.once,
                 "stop": rule.spec.stop,
                 "do": _yaml(spec["do"]),
-                "day": counts.get(rule.id, [0, 0])[0],
-                "week": counts.get(rule.id, [0, 0])[1],
+                "day": counts.get(rule.id, [0, 0])[0] if counts is not None else None,
+                "week": counts.get(rule.id, [0, 0])[1] if counts is not None else None,
                 "last": last.get(rule.id),
             }
         )
-    return out
+    return out, counted_at
 
 
 def _page(
@@ -82,13 +109,15 @@ def _page(
     result: dict[str, Any] | None = None,
 ) -> Response:
     now = web_state(request).container.clock.now()
+    rules, counted_at = _rules(request)
     return render(
         request,
         session,
         "rules.html",
         title="Rules",
         status=422 if errors else 200,
-        rules=_rules(request, now),
+        rules=rules,
+        counted_at=counted_at,
         now=now,
         event_text=event_text,
         contact_text=contact_text,

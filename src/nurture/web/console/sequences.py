@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -19,6 +20,7 @@ from nurture.storage import enrollments as store
 from nurture.web.console.charts_funnel import Stage, funnel, rate
 from nurture.web.console.render import render
 from nurture.web.console.security import viewer
+from nurture.web.console.snapshot import Snapshot
 from nurture.web.rules import automation
 from nurture.web.sequences import _service as sequence_service
 from nurture.web.state import web_state
@@ -30,6 +32,9 @@ _SEGMENT_REF = re.compile(r"contact\.segments(?:\.([A-Za-z_]\w*)|\[\s*['\"]([^'\
 # Exits that are the sequence's goal rather than a drop-out (``exit_on`` events).
 CONVERSIONS = {"event booking.created": "booked", "event purchase.completed": "purchased"}
 NONE = ""
+FUNNEL_MAX_AGE = 60.0
+# How long a first view waits for the first count before saying it is counting.
+FIRST_WAIT = 1.0
 
 
 def routing_segmentation(seq: Sequence) -> str | None:
@@ -59,18 +64,47 @@ def _segments(request: Request, segmentation: str | None, seen: set[str]) -> lis
     return out
 
 
-def build_funnel(request: Request, seq: Sequence) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Counts:
+    """What the funnel reads from the database, for one sequence."""
+
+    enrollments: list[tuple[str, str, str, int]]
+    steps: list[tuple[str, str, str, int]]
+    engagement: list[tuple[str, int, int]]
+
+
+def _snapshot(request: Request, seq: Sequence) -> Snapshot[Counts]:
+    """One snapshot per sequence and app: counting a big sequence's steps and messages takes
+    seconds, so it is done in the background at most every ``FUNNEL_MAX_AGE``."""
+    state = web_state(request)
+    key = f"__console_funnel__:{seq.id}"
+    found = state.sources.get(key)
+    if found is None:
+        db = state.container.db
+        segmentation = routing_segmentation(seq)
+
+        def compute() -> Counts:
+            with db.read() as conn:
+                return Counts(
+                    store.funnel_enrollments(conn, seq.id, segmentation),
+                    store.funnel_steps(conn, seq.id, segmentation),
+                    store.funnel_engagement(conn, seq.id, segmentation),
+                )
+
+        found = Snapshot(compute, FUNNEL_MAX_AGE, state.container.clock.now)
+        state.sources[key] = found
+    assert isinstance(found, Snapshot)
+    return found
+
+
+def build_funnel(request: Request, seq: Sequence, counts: Counts) -> dict[str, Any]:
     segmentation = routing_segmentation(seq)
-    with web_state(request).container.db.read() as conn:
-        enrolled_rows = store.funnel_enrollments(conn, seq.id, segmentation)
-        step_rows = store.funnel_steps(conn, seq.id, segmentation)
-        engaged_rows = store.funnel_engagement(conn, seq.id, segmentation)
     enrolled: dict[str, int] = defaultdict(int)
     converted: dict[str, int] = defaultdict(int)
     exited: dict[str, int] = defaultdict(int)
     by_status: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     reasons: dict[str, int] = defaultdict(int)
-    for segment, status, reason, n in enrolled_rows:
+    for segment, status, reason, n in counts.enrollments:
         enrolled[segment] += n
         by_status[status][segment] += n
         if status == "exited" and reason in CONVERSIONS:
@@ -80,10 +114,10 @@ def build_funnel(request: Request, seq: Sequence) -> dict[str, Any]:
         if status != "active":
             reasons[f"{status}: {reason}" if reason else status] += n
     steps: dict[str, dict[str, dict[str, int]]] = defaultdict(lambda: defaultdict(dict))
-    for segment, step_id, status, n in step_rows:
+    for segment, step_id, status, n in counts.steps:
         steps[step_id][status][segment] = n
-    opened = {s: o for s, o, _ in engaged_rows}
-    clicked = {s: c for s, _, c in engaged_rows}
+    opened = {s: o for s, o, _ in counts.engagement}
+    clicked = {s: c for s, _, c in counts.engagement}
     stages = [Stage("enrolled", dict(enrolled))]
     stages += [Stage(f"{st.id} sent", dict(steps[st.id].get("sent", {}))) for st in seq.steps]
     stages += [
@@ -150,11 +184,19 @@ def sequence_page(
     request: Request, sequence_id: str, session: Session = Depends(viewer)
 ) -> Response:
     seq = sequence_service(request).sequence(sequence_id)
+    snapshot = _snapshot(request, seq)
+    counts, counted_at = snapshot.get()
+    if counts is None:
+        # A small sequence is counted at once; a big one says it is counting and reloads.
+        snapshot.wait(FIRST_WAIT)
+        counts, counted_at = snapshot.get()
     return render(
         request,
         session,
         "sequence.html",
         title=f"Sequence {seq.id}",
         seq=seq,
-        f=build_funnel(request, seq),
+        f=build_funnel(request, seq, counts) if counts is not None else None,
+        counted_at=counted_at,
+        refresh=2 if counts is None else 0,
     )
