@@ -6,10 +6,11 @@ style attribute (colours are the ``seg-N`` classes of console.css), every label 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from html import escape
 
 from markupsafe import Markup
+
+from nurture.sequences.funnel import Stage, rate
 
 WIDTH = 760
 LABEL = 190  # the stage names' column
@@ -20,21 +21,7 @@ LEGEND = 28
 COLOURS = 6  # seg-0 .. seg-5, then they repeat
 
 
-@dataclass(frozen=True)
-class Stage:
-    label: str
-    counts: dict[str, int]  # segment -> n
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
-
-
-def rate(n: int, of: int) -> str:
-    return f"{n / of * 100:.0f} %" if of else "-"
-
-
-def funnel(stages: Sequence[Stage], segments: Sequence[tuple[str, str]], *, title: str) -> Markup:
+def draw(stages: Sequence[Stage], segments: Sequence[tuple[str, str]], *, title: str) -> Markup:
     """``segments`` is ``[(key, label)]`` in drawing order; each stage's counts are keyed alike.
     Bars scale to the first stage (everyone enrolled)."""
     base = stages[0].total if stages else 0

@@ -27,6 +27,7 @@ from nurture.storage import enrollments as enrollment_store
 from nurture.storage import messages as message_store
 from nurture.storage import tasks as task_store
 from nurture.storage import timeline as timeline_store
+from nurture.web.commerce import _models
 from nurture.web.console.render import render
 from nurture.web.console.security import admin, client_addr, viewer
 from nurture.web.rules import automation
@@ -189,12 +190,6 @@ def _commerce_config(request: Request) -> purchases.CommerceConfig:
         config = purchases.load_config(load_pack(settings.automation_dir))
         state.console_commerce_config = config
     return config
-
-
-def _models(request: Request) -> recommendations.ModelCache:
-    from nurture.web.commerce import _models as models
-
-    return models(request)
 
 
 def contact_view(

@@ -1,29 +1,19 @@
-"""``/console/templates``: every e-mail template, and a preview of one rendered for a chosen
-contact (and optionally the event it answers), or for the template's sample data: subject,
-text, and the HTML in a sandboxed iframe. Rendering is the sender's own (``TemplateStore``,
-strict: a missing variable is an error, shown as such).
-
-The HTML comes from a separate route with its own policy: ``sandbox`` (no script, no form, an
-opaque origin), inline styles allowed (e-mails are styled inline), nothing fetched from
-anywhere (``default-src 'none'``; a remote image or a tracking pixel does not load), and only
-the console may frame it. The iframe carries ``sandbox`` too, without ``allow-scripts``.
-"""
+"""``/console/templates``: every e-mail template, and a preview of one for a chosen contact (and
+event) or its sample data (``messaging.preview``): subject, text, and the HTML in a sandboxed
+iframe. The HTML comes from a separate route with its own policy: ``sandbox`` (no script, no
+form, an opaque origin), inline styles (e-mails are styled inline) but nothing fetched from
+anywhere (no remote image, no tracking pixel), framed only by the console."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import HTMLResponse, Response
 
 from nurture.accounts.sessions import Session
-from nurture.core.events import normalise_email
 from nurture.errors import NotFound
-from nurture.messaging.deliver import load_event
-from nurture.messaging.templates import Rendered, TemplateError, TemplateStore, template_store
-from nurture.messaging.unsubscribe import signing_key, unsubscribe_url
+from nurture.messaging.preview import Preview, preview
+from nurture.messaging.templates import TemplateError, TemplateStore, template_store
 from nurture.pack import load_pack
-from nurture.storage import contacts as contact_store
 from nurture.web.console.render import render
 from nurture.web.console.security import viewer
 from nurture.web.state import web_state
@@ -53,56 +43,9 @@ def _name(request: Request, name: str) -> str:
     return name
 
 
-def _variables(
-    request: Request, name: str, contact_ref: str, event_ref: str
-) -> tuple[dict[str, Any], dict[str, str]]:
-    """What the sender would pass for this contact and event; problems per form field."""
-    store = _store(request)
-    errors: dict[str, str] = {}
-    if not contact_ref:
-        return store.sample_for(name), errors
+def _render(request: Request, name: str, contact: str, event: str) -> Preview:
     container = web_state(request).container
-    settings = container.settings
-    with container.db.read() as conn:
-        contact = None
-        if contact_ref.isdigit() and len(contact_ref) < 19:
-            contact = contact_store.load(conn, int(contact_ref))
-        else:
-            email = normalise_email(contact_ref)
-            contact = contact_store.load_by_email(conn, email) if email else None
-        if contact is None:
-            errors["contact"] = f"no contact {contact_ref[:80]!r}"
-        event = None
-        if event_ref:
-            if not event_ref.isdigit() or len(event_ref) > 18:
-                errors["event"] = "an event number, e.g. 42"
-            else:
-                event = load_event(conn, int(event_ref))
-                if event is None:
-                    errors["event"] = f"no event {event_ref}"
-    if errors or contact is None:
-        return {}, errors
-    variables = {
-        "contact": contact.view(),
-        "event": event,
-        "enrollment": None,
-        "step": None,
-        "rule_id": None,
-        "unsubscribe_url": unsubscribe_url(settings.public_url, signing_key(settings), contact.id),
-    }
-    return variables, errors
-
-
-def _render(
-    request: Request, name: str, contact_ref: str, event_ref: str
-) -> tuple[Rendered | None, str | None, dict[str, str]]:
-    variables, errors = _variables(request, name, contact_ref, event_ref)
-    if errors:
-        return None, None, errors
-    try:
-        return _store(request).render(name, variables), None, errors
-    except TemplateError as exc:
-        return None, str(exc), errors
+    return preview(container.db, container.settings, _store(request), name, contact, event)
 
 
 @router.get("/templates")
@@ -128,20 +71,20 @@ def template_page(
 ) -> Response:
     name = _name(request, name)
     contact, event = contact.strip()[:320], event.strip()[:40]
-    rendered, problem, errors = _render(request, name, contact, event)
+    shown = _render(request, name, contact, event)
     return render(
         request,
         session,
         "template.html",
         title=f"Template {name}",
-        status=422 if errors else 200,
+        status=422 if shown.errors else 200,
         name=name,
         description=_store(request).meta(name).description,
         contact=contact,
         event=event,
-        errors=errors,
-        rendered=rendered,
-        problem=problem,
+        errors=shown.errors,
+        rendered=shown.rendered,
+        problem=shown.problem,
     )
 
 
@@ -154,12 +97,13 @@ def template_html(
     session: Session = Depends(viewer),
 ) -> Response:
     name = _name(request, name)
-    rendered, problem, errors = _render(request, name, contact.strip()[:320], event.strip()[:40])
-    if rendered is None or rendered.html is None:
-        body = "<p>No HTML to show.</p>" if not (problem or errors) else "<p>Not rendered.</p>"
-        status = 200 if not (problem or errors) else 422
+    shown = _render(request, name, contact.strip()[:320], event.strip()[:40])
+    failed = bool(shown.problem or shown.errors)
+    if shown.rendered is None or shown.rendered.html is None:
+        body = "<p>Not rendered.</p>" if failed else "<p>No HTML to show.</p>"
+        status = 422 if failed else 200
     else:
-        body, status = rendered.html, 200
+        body, status = shown.rendered.html, 200
     return HTMLResponse(
         body,
         status_code=status,

@@ -10,7 +10,6 @@ import asyncio
 from datetime import datetime, timedelta
 from typing import Any
 
-import orjson
 import yaml
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
@@ -20,7 +19,7 @@ from nurture.core.contacts import ContactState
 from nurture.core.events import normalise_email
 from nurture.errors import FieldProblem, InvalidFields
 from nurture.integrations.outbound import dry_run_as_run
-from nurture.rules.dryrun import contact_from_json, event_from_json
+from nurture.rules.dryrun import contact_from_json, event_from_text
 from nurture.storage import contacts as contact_store
 from nurture.storage import rule_fires
 from nurture.storage import timeline as timeline_store
@@ -145,33 +144,15 @@ def _contact(request: Request, raw: str) -> tuple[ContactState, dict[str, dateti
             if email is not None:
                 contact = contact_store.load_by_email(conn, email)
         if contact is None:
-            raise InvalidFields([_problem("contact", f"no contact {raw[:80]!r}")])
+            raise InvalidFields([FieldProblem("contact", f"no contact {raw[:80]!r}")])
         history = rule_fires.last_fired(conn, contact.id, [r.id for r in automation(request).rules])
     return contact, history
-
-
-def _problem(field: str, message: str) -> FieldProblem:
-    return FieldProblem(field, message)
 
 
 def _dry_run(request: Request, event_text: str, contact_text: str) -> dict[str, Any]:
     container = web_state(request).container
     now = container.clock.now()
-    if len(event_text) > MAX_EVENT:
-        raise InvalidFields([_problem("event", f"at most {MAX_EVENT} characters")])
-    try:
-        parsed = orjson.loads(event_text)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidFields([_problem("event", f"not JSON: {exc}")]) from None
-    if not isinstance(parsed, dict):
-        raise InvalidFields([_problem("event", 'a JSON object, e.g. {"type": "email.clicked"}')])
-    try:
-        event = event_from_json(parsed, now)
-    except InvalidFields as exc:
-        # ``event.type`` and friends: all about the event field here.
-        raise InvalidFields(
-            [_problem("event", "; ".join(f"{p.field}: {p.message}" for p in exc.problems))]
-        ) from None
+    event = event_from_text(event_text, now, limit=MAX_EVENT)
     contact, history = _contact(request, contact_text)
     return dry_run_as_run(container.settings, automation(request), event, contact, now, history)
 
