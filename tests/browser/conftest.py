@@ -83,7 +83,7 @@ class Server:
     proc: subprocess.Popen[bytes]
 
 
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 40) -> None:
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -99,9 +99,16 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 40) ->
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Server]:
+    """A test module may define ``prepare_server(base) -> dict`` to add files to the server's
+    folder (its working directory: ``automation/`` there is the automation folder) and
+    variables to its environment."""
     _require_browser()
     base = tmp_path_factory.mktemp("console")
+    prepare = getattr(request.module, "prepare_server", None)
+    extra: dict[str, str] = prepare(base) if prepare is not None else {}
     url = f"sqlite:///{base / 'nurture.db'}"
     db = Database(url)
     migrate.upgrade(db)
@@ -120,6 +127,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "NURTURE_JOB_MAX_IDLE_SECONDS": "0.5",
         "NURTURE_CONSOLE_FLUSH_SECONDS": "0.2",
         "NURTURE_LOG_LEVEL": "WARNING",
+        **extra,
     }
     proc = subprocess.Popen(
         [NURTURE, "up", "--no-migrate"],

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from nurture.analytics import scoring
 from nurture.core.contacts import ContactState
 from nurture.errors import FieldProblem, InvalidFields
@@ -127,3 +129,26 @@ def dry_run(
             ],
         },
     }
+
+
+def event_from_text(text: str, now: datetime, *, limit: int = 20_000) -> dict[str, Any]:
+    """``event_from_json`` of pasted JSON (the console's form); every problem is reported
+    against the one field ``event``."""
+    problem = None
+    parsed: Any = None
+    if len(text) > limit:
+        problem = f"at most {limit} characters"
+    else:
+        try:
+            parsed = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            problem = f"not JSON: {exc}"
+    if problem is None and not isinstance(parsed, dict):
+        problem = 'a JSON object, e.g. {"type": "email.clicked"}'
+    if problem is not None:
+        raise InvalidFields([FieldProblem("event", problem)])
+    try:
+        return event_from_json(parsed, now)
+    except InvalidFields as exc:
+        message = "; ".join(f"{p.field}: {p.message}" for p in exc.problems)
+        raise InvalidFields([FieldProblem("event", message)]) from None

@@ -629,3 +629,20 @@ Index(
     sqlite_where=text("status IN ('done', 'cancelled')"),
     postgresql_where=text("status IN ('done', 'cancelled')"),
 )
+
+# --- 0015 console pages ---------------------------------------------------------------------------
+
+# The Contacts page's search: name prefixes, score ranges (keyset by id within a score).
+Index("ix_contacts_first_name", contacts.c.first_name)
+Index("ix_contacts_last_name", contacts.c.last_name)
+Index("ix_contacts_score", contacts.c.score, contacts.c.id)
+# A sequence's funnel: opened and clicked messages per enrollment.
+Index("ix_messages_enrollment", messages.c.enrollment_id)
+# The Rules page: how often and when last each rule fired (only the rule.fired notes).
+Index(
+    "ix_timeline_rule_fired",
+    timeline.c.rule_id,
+    timeline.c.at,
+    sqlite_where=text("kind = 'rule.fired'"),
+    postgresql_where=text("kind = 'rule.fired'"),
+)

@@ -11,6 +11,7 @@ from nurture.errors import ConfigError, FieldProblem, InvalidFields, NotFound
 from nurture.sequences.common import Enrolment
 from nurture.sequences.enrollment import SequenceService
 from nurture.sequences.sinks import DirectSink
+from nurture.storage import audit
 from nurture.storage import contacts as contact_store
 from nurture.storage import enrollments as store
 from nurture.storage.engine import Database
@@ -67,15 +68,31 @@ def exit_enrollment(
     *,
     now: datetime,
     partitions: int,
+    contact_id: int | None = None,
+    actor: str | None = None,
+    client_addr: str | None = None,
 ) -> tuple[bool, dict[str, Any]]:
+    """End a live enrollment (its pending steps are cancelled). ``contact_id``: only if it is
+    that contact's (else ``NotFound``); ``actor``: audit the exit in the same transaction."""
     with db.begin() as conn:
         row = store.get(conn, enrollment_id, lock=True)
-        if row is None:
+        if row is None or (contact_id is not None and row["contact_id"] != contact_id):
             raise NotFound(f"no enrollment {enrollment_id}")
         contact = contact_store.load(conn, row["contact_id"])
         ended = service.end(
             conn, row, "exited", reason, now, DirectSink(conn, contact, now, partitions)
         )
+        if ended and actor is not None:
+            audit.record(
+                conn,
+                at=now,
+                actor=actor,
+                action="enrollment.exit",
+                target_kind="contact",
+                target_id=str(row["contact_id"]),
+                detail={"enrollment_id": enrollment_id, "sequence_id": row["sequence_id"]},
+                client_addr=client_addr,
+            )
         fresh = store.get(conn, enrollment_id)
     assert fresh is not None
     return ended, fresh

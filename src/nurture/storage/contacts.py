@@ -10,14 +10,21 @@ import orjson
 from sqlalchemy import (
     Connection,
     String,
+    and_,
     bindparam,
     cast,
     delete,
+    exists,
+    func,
     insert,
+    literal_column,
     or_,
     select,
+    type_coerce,
+    union,
     update,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 
 from nurture.core.contacts import ContactState
 from nurture.schema.tables import contacts, identities
@@ -331,3 +338,86 @@ def add_identities_many(conn: Connection, rows: Sequence[tuple[int, str, str]]) 
 
 def erase(conn: Connection, contact_id: int) -> bool:
     return conn.execute(delete(contacts).where(contacts.c.id == contact_id)).rowcount == 1
+
+
+# -- the console's search -------------------------------------------------------------------
+
+
+def _prefix(column: Any, prefix: str) -> Any:
+    """``column`` starts with ``prefix``: a range the column's index answers, plus the LIKE
+    that keeps it exact under any collation (PostgreSQL's may order punctuation loosely)."""
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    return and_(column >= prefix, column < upper, column.like(escaped + "%", escape="\\"))
+
+
+def _has_tag(conn: Connection, tag: str) -> Any:
+    if conn.dialect.name == "postgresql":
+        return type_coerce(contacts.c.tags, JSONB).contains([tag])
+    return exists(
+        select(literal_column("1"))
+        .select_from(func.json_each(contacts.c.tags).table_valued("value"))
+        .where(literal_column("value") == tag)
+    )
+
+
+def browse(
+    conn: Connection,
+    *,
+    text: str | None = None,
+    tag: str | None = None,
+    segment: tuple[str, str] | None = None,
+    score_min: int | None = None,
+    score_max: int | None = None,
+    before_id: int | None = None,
+    window: int | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    """One page of contacts, newest first (keyset: ``id < before_id``).
+
+    ``text`` is an e-mail prefix when it holds an ``@``, else a prefix of the e-mail, the first
+    or the last name (as typed, lower-case, capitalised or upper-case: each a range on that
+    column's index). ``window`` bounds the ids looked at (``before_id - window`` upwards):
+    tags and segments live in JSON no index reads, so a search by them alone walks a window
+    of ids per page instead of the whole table.
+    """
+    cols = [
+        contacts.c.id,
+        contacts.c.email,
+        contacts.c.first_name,
+        contacts.c.last_name,
+        contacts.c.tags,
+        contacts.c.segments,
+        contacts.c.status,
+        contacts.c.score,
+        contacts.c.time_zone,
+        contacts.c.last_event_at,
+    ]
+    stmt = select(*cols).order_by(contacts.c.id.desc()).limit(limit)
+    if text:
+        lowered = text.lower()
+        terms = [_prefix(contacts.c.email, lowered)]
+        if "@" not in text:
+            variants = dict.fromkeys([text, lowered, text.capitalize(), text.upper()])
+            for v in variants:
+                terms += [_prefix(contacts.c.first_name, v), _prefix(contacts.c.last_name, v)]
+        # One indexed select per term, united: an OR of ranges would walk the whole table.
+        matching = union(*(select(contacts.c.id).where(t) for t in terms)).subquery()
+        stmt = stmt.where(contacts.c.id.in_(select(matching.c.id)))
+    if tag:
+        stmt = stmt.where(_has_tag(conn, tag))
+    if segment is not None:
+        stmt = stmt.where(contacts.c.segments[segment[0]].as_string() == segment[1])
+    if score_min is not None:
+        stmt = stmt.where(contacts.c.score >= score_min)
+    if score_max is not None:
+        stmt = stmt.where(contacts.c.score <= score_max)
+    if before_id is not None:
+        stmt = stmt.where(contacts.c.id < before_id)
+        if window is not None:
+            stmt = stmt.where(contacts.c.id >= before_id - window)
+    return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
+def max_id(conn: Connection) -> int:
+    return int(conn.execute(select(func.coalesce(func.max(contacts.c.id), 0))).scalar_one())

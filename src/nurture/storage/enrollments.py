@@ -8,9 +8,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, and_, bindparam, func, select, update
+from sqlalchemy import Connection, and_, bindparam, case, func, literal, select, update
 
-from nurture.schema.tables import enrollment_steps, enrollment_tombstones, enrollments
+from nurture.schema.tables import (
+    contacts,
+    enrollment_steps,
+    enrollment_tombstones,
+    enrollments,
+    messages,
+)
 from nurture.storage.dialect import insert_ignore
 
 ACTIVE = "active"
@@ -445,3 +451,76 @@ def tombstone(conn: Connection, sequence_id: str, key: str) -> dict[str, Any] | 
         .first()
     )
     return dict(row) if row is not None else None
+
+
+# -- the console's funnel --------------------------------------------------------------------
+
+
+def _segment_of(segmentation: str | None) -> Any:
+    """The routing segment of the enrolled contact ('' when none), or '' for every row."""
+    if segmentation is None:
+        return literal("")
+    return func.coalesce(contacts.c.segments[segmentation].as_string(), "")
+
+
+def _by_segment(stmt: Any, segmentation: str | None) -> Any:
+    if segmentation is None:
+        return stmt
+    return stmt.join(contacts, contacts.c.id == enrollments.c.contact_id)
+
+
+def funnel_enrollments(
+    conn: Connection, sequence_id: str, segmentation: str | None
+) -> list[tuple[str, str, str, int]]:
+    """``(segment, status, end_reason, n)`` for every enrollment of a sequence."""
+    segment = _segment_of(segmentation).label("segment")
+    stmt = _by_segment(
+        select(segment, enrollments.c.status, enrollments.c.end_reason, func.count()).where(
+            enrollments.c.sequence_id == sequence_id
+        ),
+        segmentation,
+    ).group_by(segment, enrollments.c.status, enrollments.c.end_reason)
+    return [(s, st, r or "", int(n)) for s, st, r, n in conn.execute(stmt)]
+
+
+def funnel_steps(
+    conn: Connection, sequence_id: str, segmentation: str | None
+) -> list[tuple[str, str, str, int]]:
+    """``(segment, step_id, step status, n)`` over the steps of a sequence's enrollments."""
+    segment = _segment_of(segmentation).label("segment")
+    stmt = (
+        _by_segment(
+            select(segment, enrollment_steps.c.step_id, enrollment_steps.c.status, func.count())
+            .select_from(enrollments)
+            .join(enrollment_steps, enrollment_steps.c.enrollment_id == enrollments.c.id)
+            .where(enrollments.c.sequence_id == sequence_id),
+            segmentation,
+        )
+    ).group_by(segment, enrollment_steps.c.step_id, enrollment_steps.c.status)
+    return [(s, step, st, int(n)) for s, step, st, n in conn.execute(stmt)]
+
+
+def funnel_engagement(
+    conn: Connection, sequence_id: str, segmentation: str | None
+) -> list[tuple[str, int, int]]:
+    """``(segment, enrollments with an opened message, with a clicked one)``: each enrollment
+    counts once however many of its messages were opened (``ix_messages_enrollment``)."""
+    per = (
+        select(
+            messages.c.enrollment_id.label("enrollment_id"),
+            func.max(case((messages.c.opened_at.is_not(None), 1), else_=0)).label("opened"),
+            func.max(case((messages.c.clicked_at.is_not(None), 1), else_=0)).label("clicked"),
+        )
+        .join(enrollments, enrollments.c.id == messages.c.enrollment_id)
+        .where(enrollments.c.sequence_id == sequence_id)
+        .group_by(messages.c.enrollment_id)
+        .subquery()
+    )
+    segment = _segment_of(segmentation).label("segment")
+    stmt = _by_segment(
+        select(segment, func.sum(per.c.opened), func.sum(per.c.clicked))
+        .select_from(per)
+        .join(enrollments, enrollments.c.id == per.c.enrollment_id),
+        segmentation,
+    ).group_by(segment)
+    return [(s, int(o or 0), int(c or 0)) for s, o, c in conn.execute(stmt)]

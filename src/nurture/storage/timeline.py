@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, case, func, literal_column, select
 
 from nurture.schema.tables import timeline
 from nurture.storage.encode import json_text, sqlite_time
@@ -69,3 +70,35 @@ def for_contact(
 def for_event(conn: Connection, event_id: int) -> list[dict[str, Any]]:
     stmt = select(timeline).where(timeline.c.event_id == event_id).order_by(timeline.c.id)
     return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
+# The partial index ``ix_timeline_rule_fired`` holds only these rows; SQLite uses a partial
+# index only when the query spells its condition with the same literal, not a parameter.
+_FIRED = timeline.c.kind == literal_column("'rule.fired'")
+
+
+def rule_fire_counts(
+    conn: Connection, rule_ids: Sequence[str], since: Sequence[datetime]
+) -> dict[str, list[int]]:
+    """``{rule_id: [n since each of ``since``]}``: how often each rule acted on an event (its
+    ``rule.fired`` notes), each a range of ``ix_timeline_rule_fired``."""
+    out: dict[str, list[int]] = {}
+    for rule_id in rule_ids:
+        cols = [func.count(case((timeline.c.at >= s, 1))) for s in since]
+        row = conn.execute(
+            select(*cols).where(_FIRED, timeline.c.rule_id == rule_id, timeline.c.at >= min(since))
+        ).one()
+        out[rule_id] = [int(n) for n in row]
+    return out
+
+
+def rule_last_fired(conn: Connection, rule_ids: Sequence[str]) -> dict[str, datetime]:
+    """When each rule last acted on an event: one index lookup per rule."""
+    out: dict[str, datetime] = {}
+    for rule_id in rule_ids:
+        at = conn.execute(
+            select(func.max(timeline.c.at)).where(_FIRED, timeline.c.rule_id == rule_id)
+        ).scalar_one_or_none()
+        if at is not None:
+            out[rule_id] = at
+    return out

@@ -26,12 +26,21 @@ from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 
 from nurture.web import errors
-from nurture.web.console import inbox, jobs, login, overview
+from nurture.web.console import (
+    contacts,
+    inbox,
+    jobs,
+    login,
+    overview,
+    previews,
+    rules,
+    sequences,
+)
 from nurture.web.console.headers import ConsoleHeaders
 from nurture.web.console.render import add_nav, render
 
 # The navigation follows this order.
-PAGES = (overview, jobs, inbox)
+PAGES = (overview, jobs, inbox, contacts, sequences, rules, previews)
 STATIC = Path(__file__).parent / "static"
 
 HEADINGS = {

@@ -11,7 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "font-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; "
-    "frame-ancestors 'none'"
+    "frame-src 'self'; frame-ancestors 'none'"
 )
 HEADERS = [
     (b"content-security-policy", CSP.encode()),
@@ -22,6 +22,7 @@ HEADERS = [
     (b"permissions-policy", b"camera=(), microphone=(), geolocation=(), payment=()"),
 ]
 PREFIX = "/console"
+OWN_POLICY = {b"content-security-policy", b"x-frame-options"}
 
 
 class ConsoleHeaders:
@@ -38,7 +39,10 @@ class ConsoleHeaders:
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
-                headers.extend(HEADERS)
+                # A route with its own policy (the template preview, framed by the console)
+                # keeps it and its framing rule; every other header still applies.
+                own = any(k.lower() == b"content-security-policy" for k, _ in headers)
+                headers.extend(h for h in HEADERS if not own or h[0] not in OWN_POLICY)
                 if not static:
                     # Pages show personal data: never stored by the browser or a proxy.
                     headers.append((b"cache-control", b"no-store"))
