@@ -113,6 +113,11 @@ def hold_for_send(conn: Connection, contact_id: int | None) -> bool:
     return contact_id is None or personal_data.hold_contact(conn, int(contact_id))
 
 
+def hold_for_send_many(conn: Connection, contact_ids: Sequence[int]) -> set[int]:
+    """``hold_for_send`` for a batch's claim: the contacts still there, each share-locked."""
+    return personal_data.hold_contacts(conn, contact_ids)
+
+
 def resubscribe(
     conn: Connection, contact_id: int, now: datetime, *, by: str
 ) -> dict[str, object] | None:

@@ -406,7 +406,23 @@ class Delivery:
         plan = _Plan()
         batching = self.email if isinstance(self.email, BatchEmailChannel) else None
         with self.db.begin() as conn:
-            claims = message_store.claim_many(conn, values, now)
+            # Erased since the checks? The claim share-locks each contact until this commits,
+            # so an erasure either came first (settle the key without the address) or waits
+            # and then strips the claimed rows.
+            present = suppression.hold_for_send_many(
+                conn, [it.contact.id for it in items if it.contact is not None]
+            )
+            kept: list[_Email] = []
+            kept_values: list[dict[str, Any]] = []
+            for it, v in zip(items, values, strict=True):
+                if it.contact is not None and it.contact.id in present:
+                    kept.append(it)
+                    kept_values.append(v)
+                else:
+                    gone = {**v, "contact_id": None, "to_address": None, "subject": None}
+                    self._settle_unsent(conn, gone, "skipped", "contact erased", now)
+            items = kept
+            claims = message_store.claim_many(conn, kept_values, now)
             groups: dict[Any, list[_Email]] = {}
             uncertain: list[_Email] = []
             for it, claim in zip(items, claims, strict=True):

@@ -151,6 +151,11 @@ class GatedLimiter:
         self.waiting.set()
         await asyncio.to_thread(self.release.wait, 30)
 
+    async def acquire_up_to(self, wanted: int) -> tuple[int, float]:
+        """The batch path's limiter call, between a batch's checks and its claim."""
+        await self.acquire()
+        return wanted, 0.0
+
     async def pause(self, seconds: float | None) -> None:
         return None
 
