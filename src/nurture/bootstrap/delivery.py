@@ -33,6 +33,8 @@ from nurture.providers.smtp.sender import SmtpEmail, SmtpTarget
 from nurture.providers.standard.outbound import WebhookPoster
 from nurture.storage.engine import Database
 
+DRY_RUN_KEEP = 1000  # messages a dry run's recording channels keep in memory
+
 _CREDENTIALS = {
     "smtp": "smtp_url",
     "brevo": "brevo_api_key",
@@ -94,7 +96,9 @@ def build_delivery(
     hooks: WebhookChannel
     if settings.dry_run:
         # Every channel records; no HTTP client even exists, so nothing can reach the network.
-        email, sms, hooks = RecordingEmail(), RecordingSms(), RecordingWebhooks()
+        # They keep the last messages only: a dry-run campaign must not grow the worker.
+        email = RecordingEmail(keep=DRY_RUN_KEEP)
+        sms, hooks = RecordingSms(keep=DRY_RUN_KEEP), RecordingWebhooks(keep=DRY_RUN_KEEP)
     else:
         client = new_client(settings.http_timeout_seconds, transport)
         email = _email_channel(settings, client, clock)

@@ -29,6 +29,7 @@ class Coalescer(Generic[T]):
         self.linger = linger
         self._pending: list[tuple[T, asyncio.Future[None]]] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         # Batches in flight keep running when their callers are cancelled (a worker's grace
         # period ran out): their bookkeeping still lands, and the jobs find it on their retry.
         self._running: set[asyncio.Task[None]] = set()
@@ -36,6 +37,10 @@ class Coalescer(Generic[T]):
     async def submit(self, item: T) -> None:
         """Run ``item`` in the next batch; raise its own error, if it has one."""
         loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            # A new event loop (``asyncio.run`` again, in tests and one-off commands): what was
+            # pending belonged to the old one, whose callers and timer are gone with it.
+            self._loop, self._timer, self._pending = loop, None, []
         future: asyncio.Future[None] = loop.create_future()
         self._pending.append((item, future))
         if len(self._pending) >= self.max_size:

@@ -1,12 +1,15 @@
 """Recording channels: the fakes for the channel ports, and what ``NURTURE_DRY_RUN`` sends through.
 
-They keep every message in memory and touch no network; ``fail_with`` scripts failures.
+They keep the messages in memory and touch no network; ``fail_with`` scripts failures. Tests keep
+every message (``keep=None``); a dry run keeps the last ``keep`` only, so a worker that dry-runs a
+campaign of any size stays flat in memory.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from nurture.core.channels import (
     OutboundEmail,
@@ -16,6 +19,12 @@ from nurture.core.channels import (
 )
 
 
+def _record(items: list[Any], item: Any, keep: int | None) -> None:
+    items.append(item)
+    if keep is not None and len(items) > 2 * keep:
+        del items[:-keep]  # amortised: trimmed once per ``keep`` additions
+
+
 @dataclass
 class RecordingEmail:
     name: str = "recording"
@@ -23,13 +32,14 @@ class RecordingEmail:
     uncertain: list[int] = field(default_factory=list)
     # Called before recording; raise from it to simulate a provider failure.
     fail_with: Callable[[OutboundEmail], None] | None = None
+    keep: int | None = None  # at most about this many recent messages (None: all)
 
     async def send(self, message: OutboundEmail, *, uncertain: bool) -> SendResult:
         if uncertain:
-            self.uncertain.append(message.message_id)
+            _record(self.uncertain, message.message_id, self.keep)
         if self.fail_with is not None:
             self.fail_with(message)
-        self.sent.append(message)
+        _record(self.sent, message, self.keep)
         return SendResult(f"recorded-{message.message_id}", "recorded_again" if uncertain else None)
 
     def to(self, address: str) -> list[OutboundEmail]:
@@ -40,9 +50,10 @@ class RecordingEmail:
 class RecordingSms:
     name: str = "recording"
     sent: list[OutboundSms] = field(default_factory=list)
+    keep: int | None = None
 
     async def send(self, message: OutboundSms, *, uncertain: bool) -> SendResult:
-        self.sent.append(message)
+        _record(self.sent, message, self.keep)
         return SendResult(
             f"recorded-sms-{message.message_id}", "recorded_again" if uncertain else None
         )
@@ -62,6 +73,7 @@ class RecordingWebhooks:
     name: str = "recording"
     posts: list[RecordedPost] = field(default_factory=list)
     status_code: int = 200
+    keep: int | None = None
 
     async def post(
         self,
@@ -75,5 +87,5 @@ class RecordingWebhooks:
         headers: dict[str, str] | None = None,
         connect_to: str | None = None,
     ) -> WebhookResponse:
-        self.posts.append(RecordedPost(url, msg_id, timestamp, body, secret))
+        _record(self.posts, RecordedPost(url, msg_id, timestamp, body, secret), self.keep)
         return WebhookResponse(self.status_code)

@@ -65,3 +65,24 @@ def test_a_failing_batch_fails_every_caller() -> None:
 
     errors = asyncio.run(scenario())
     assert len(errors) == 2 and all(str(e) == "database down" for e in errors)
+
+
+def test_a_new_event_loop_is_not_blocked_by_one_that_ended_mid_batch() -> None:
+    async def run(items: list[int]) -> list[BaseException | None]:
+        return [None] * len(items)
+
+    coalescer: Coalescer[int] = Coalescer(run, max_size=10, linger=60.0)
+
+    async def abandoned() -> None:
+        task = asyncio.create_task(coalescer.submit(1))
+        await asyncio.sleep(0)  # pending, its timer an hour away; the loop ends now
+
+        task.cancel()
+
+    asyncio.run(abandoned())
+    coalescer.linger = 0.001
+
+    async def later() -> None:
+        await asyncio.wait_for(coalescer.submit(2), timeout=5)
+
+    asyncio.run(later())

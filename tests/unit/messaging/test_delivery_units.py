@@ -21,6 +21,7 @@ from nurture.messaging.unsubscribe import list_unsubscribe_headers, make_token, 
 from nurture.pack import load_pack
 from nurture.providers import mime
 from nurture.providers.http import check, retry_after
+from nurture.providers.recording import RecordingEmail
 from nurture.providers.standard.outbound import guard_target, pinned_request, webhook_id
 
 
@@ -246,3 +247,20 @@ def test_endpoints_section_is_validated_with_file_and_line(tmp_path: Path) -> No
     settings = Settings(extra_secrets={"NURTURE_FLOW_SECRET": "whsec_abc"})
     [(name, (endpoint, secret))] = load_endpoints(load_pack(tmp_path), settings).items()
     assert (name, endpoint.url, secret) == ("flow", "https://x.test", "whsec_abc")
+
+
+def test_dry_run_recording_keeps_only_recent_messages() -> None:
+    channel = RecordingEmail(keep=10)
+    for i in range(1, 101):
+        message = OutboundEmail(
+            message_id=i,
+            key=f"k{i}",
+            to="a@example.com",
+            sender="s@example.com",
+            subject="s",
+            html=None,
+            text="t",
+        )
+        asyncio.run(channel.send(message, uncertain=False))
+    assert 10 <= len(channel.sent) <= 20  # bounded, whatever the number sent
+    assert channel.sent[-1].message_id == 100
