@@ -19,9 +19,10 @@ processing (a real sender is not infinitely faster than the worker).
 Columns: events ingested so far; the database's size (pages in use; the file is that plus the WAL)
 and its free pages; MB per 100k events over the last window; ingest rate (events/s while
 submitting; the wait for the processor to catch up is left out); processing rate (events/s of wall
-time in the window); rows pruned in the window (raw cleared + jobs + timeline trimmed); the longest
-write transaction of a pruning pass (and of its incremental-vacuum steps); the longest processing
-batch (also one write transaction, for comparison); the slowest ingest group commit (what a webhook
+time in the window); rows pruned by the passes that ended in the window (raw cleared + jobs +
+timeline trimmed; a pass that spans windows counts in the one it ends in); the longest write
+transaction of a pruning pass (and of its incremental-vacuum steps); the longest processing batch
+(also one write transaction, for comparison); the slowest ingest group commit (what a webhook
 request waited at worst, the wait for the writer included); CPU seconds of the whole process in the
 window. The machine may be shared: compare the two runs' columns, not the absolute figures.
 """
