@@ -254,8 +254,10 @@ class Options:
     """How the application hosts run (``NURTURE_*`` values)."""
 
     time_scale: float = 24_000.0  # 264 h of campaign in 40 s
-    lease_seconds: float = 5.0
-    grace_seconds: float = 5.0
+    # Short, so a dead host's jobs come back quickly; not so short that a heartbeat delayed on
+    # an oversubscribed machine lets a live attempt's lease expire (5 s did, at load 20).
+    lease_seconds: float = 10.0
+    grace_seconds: float = 10.0
     log_level: str = "INFO"
     extra_env: dict[str, str] = field(default_factory=dict)
     # Extra PostgreSQL settings (e.g. shared_preload_libraries=pg_stat_statements to profile).
@@ -532,7 +534,9 @@ class Ack:
 
 
 class Signups:
-    """Posts signed signups to the application hosts, round robin, at a steady rate.
+    """Posts signed signups to the application hosts, round robin, at a steady rate; every
+    ``unsubscribe_every``-th contact then unsubscribes (a signed ``email.unsubscribed`` on the
+    track route), so the campaign has exits too.
 
     A request that fails (connection refused, timeout, 5xx) is retried on another live host with
     the same ``webhook-id``, as a load balancer would: the inbox's dedupe makes that safe. A host
@@ -541,13 +545,22 @@ class Signups:
 
     PATH = "/webhooks/forms/christmas-assessment"
 
-    def __init__(self, cluster: Cluster, count: int, rate: float, concurrency: int = 8) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        count: int,
+        rate: float,
+        concurrency: int = 8,
+        unsubscribe_every: int = 0,
+    ) -> None:
         self.cluster = cluster
         self.count = count
         self.rate = rate
         self.concurrency = concurrency
+        self.unsubscribe_every = unsubscribe_every
         self.live = list(cluster.app_roles)
         self.acks: dict[str, Ack] = {}
+        self.unsubscribed: set[str] = set()
         self.failures: list[str] = []
         self.sent = 0
         self.lock = threading.Lock()
@@ -559,36 +572,53 @@ class Signups:
         with self.lock:
             self.live = [r for r in self.live if r != role]
 
-    def _post(self, clients: dict[str, httpx.Client], i: int) -> None:
-        payload = signup_payload(i, self.cluster.run_id)
-        msg_id = f"msg_signup_{self.cluster.run_id}_{i}"
-        attempt = 0
+    def _deliver(
+        self, clients: dict[str, httpx.Client], i: int, path: str, payload: Any, msg_id: str
+    ) -> tuple[int, str, int] | str:
+        """Post until a host acknowledges (200 duplicate counts: an earlier attempt committed);
+        returns (status, host, attempts), or the last failure."""
         last = ""
-        while attempt < 8:
+        for attempt in range(1, 9):
             with self.lock:
                 live = list(self.live)
             role = live[(i + attempt) % len(live)]
-            attempt += 1
             body, headers = standard_request(
                 self.cluster.forms_secret, payload, datetime.now(UTC), msg_id=msg_id
             )
             try:
-                r = clients[role].post(self.PATH, content=body, headers=headers)
+                r = clients[role].post(path, content=body, headers=headers)
             except httpx.HTTPError as exc:
                 last = f"{role}: {exc!r}"
                 continue
             if r.status_code in (200, 202):
-                with self.lock:
-                    self.acks[payload["email"]] = Ack(
-                        payload["email"], r.status_code, role, attempt
-                    )
-                return
+                return r.status_code, role, attempt
             last = f"{role}: {r.status_code} {r.text[:200]}"
             if r.status_code < 500:
                 break
             time.sleep(0.2)
+        return last
+
+    def _post(self, clients: dict[str, httpx.Client], i: int) -> None:
+        run_id = self.cluster.run_id
+        payload = signup_payload(i, run_id)
+        email = payload["email"]
+        got = self._deliver(clients, i, self.PATH, payload, f"msg_signup_{run_id}_{i}")
+        if isinstance(got, str):
+            with self.lock:
+                self.failures.append(f"signup {i}: {got}")
+            return
         with self.lock:
-            self.failures.append(f"signup {i}: {last}")
+            self.acks[email] = Ack(email, *got)
+        if not self.unsubscribe_every or i % self.unsubscribe_every:
+            return
+        # Posted after the signup was acknowledged: it lands behind it in the contact's partition.
+        event = {"type": "email.unsubscribed", "contact": {"email": email}, "data": {}}
+        got = self._deliver(clients, i, "/webhooks/track", event, f"msg_unsub_{run_id}_{i}")
+        with self.lock:
+            if isinstance(got, str):
+                self.failures.append(f"unsubscribe {i}: {got}")
+            else:
+                self.unsubscribed.add(email)
 
     def _run(self) -> None:
         from concurrent.futures import ThreadPoolExecutor

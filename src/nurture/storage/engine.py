@@ -43,6 +43,7 @@ class Database:
     ) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        self.dead_client_seconds = dead_client_seconds
         # Reentrant: a nested write transaction in one thread behaves as it did without it.
         self._writer = threading.RLock()
         self._busy_timeout = busy_timeout_ms / 1000
@@ -81,30 +82,7 @@ class Database:
 
     @staticmethod
     def _end_sessions_of_dead_clients(engine: Engine, seconds: float) -> None:
-        """Have the server end this process's sessions if the process vanishes.
-
-        A host that loses power or its network sends no FIN: by default PostgreSQL keeps its
-        sessions, and the locks of an open transaction (event partitions, job and contact rows),
-        for the two hours of the kernel's keepalive. Another worker would skip those partitions
-        and jobs, or wait on those rows, all that time. With these per-session limits the server
-        ends such a session after about ``seconds``: a transaction idle that long
-        (``idle_in_transaction_session_timeout``), data unacknowledged that long
-        (``tcp_user_timeout``), or an idle connection whose keepalives go unanswered.
-        No nurture transaction waits on anything but the database between its statements.
-        """
-        ms = str(int(seconds * 1000))
-        idle, interval = str(max(1, int(seconds / 2))), str(max(1, int(seconds / 8)))
-        settings = (
-            ("idle_in_transaction_session_timeout", ms),
-            ("tcp_user_timeout", ms),
-            ("tcp_keepalives_idle", idle),
-            ("tcp_keepalives_interval", interval),
-            ("tcp_keepalives_count", "4"),
-        )
-        # One round trip per new pooled connection; a startup ``options`` parameter would be
-        # free but replaces one given in the URL, and PgBouncer refuses it.
-        sql = "SELECT " + ", ".join(f"set_config('{name}', %s, false)" for name, _ in settings)
-        values = tuple(value for _, value in settings)
+        sql, values = dead_client_limits(seconds)
 
         @event.listens_for(engine, "connect")
         def _connect(dbapi_conn: Any, _record: Any) -> None:
@@ -225,6 +203,33 @@ def _has_input(dbapi_conn: Any) -> bool:
     except (OSError, ValueError, AttributeError):
         return True
     return bool(ready)
+
+
+def dead_client_limits(seconds: float) -> tuple[str, tuple[str, ...]]:
+    """The statement (and its values) that has PostgreSQL end this session if its process
+    vanishes (power cut, network cut), releasing its locks.
+
+    Such a host sends no FIN: by default the server keeps its sessions, and the locks of an open
+    transaction (event partitions, job and contact rows), for the two hours of the kernel's
+    keepalive; other workers skip those partitions and jobs, or wait on those rows, all that
+    time. With these limits the server ends the session after about ``seconds``: a transaction
+    idle that long (``idle_in_transaction_session_timeout``), data unacknowledged that long
+    (``tcp_user_timeout``, e.g. notifications pushed to a dead listener), or an idle connection
+    whose keepalives go unanswered. No nurture transaction waits on anything but the database
+    between its statements. One round trip per new connection: a startup ``options`` parameter
+    would be free but replaces one given in the URL, and PgBouncer refuses it.
+    """
+    ms = str(int(seconds * 1000))
+    idle, interval = str(max(1, int(seconds / 2))), str(max(1, int(seconds / 8)))
+    settings = (
+        ("idle_in_transaction_session_timeout", ms),
+        ("tcp_user_timeout", ms),
+        ("tcp_keepalives_idle", idle),
+        ("tcp_keepalives_interval", interval),
+        ("tcp_keepalives_count", "4"),
+    )
+    sql = "SELECT " + ", ".join(f"set_config('{name}', %s, false)" for name, _ in settings)
+    return sql, tuple(value for _, value in settings)
 
 
 @contextmanager

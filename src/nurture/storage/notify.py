@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, event
 
-from nurture.storage.engine import Database
+from nurture.storage.engine import Database, dead_client_limits
 
 log = logging.getLogger("nurture.notify")
 
@@ -116,6 +116,9 @@ async def listen(
         try:
             aconn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
             async with aconn:
+                if db.dead_client_seconds > 0:
+                    # Outside the pool, so set here: a vanished host's listener is ended too.
+                    await aconn.execute(*dead_client_limits(db.dead_client_seconds))
                 for channel in handlers:
                     await aconn.execute(f"LISTEN {channel}")
                 backoff = 0.5
