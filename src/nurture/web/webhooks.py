@@ -229,7 +229,8 @@ class Intake:
     ) -> None:
         """``source``: the sender's name in the console (default: the path after /webhooks/);
         its metrics label is the segment after ``/webhooks/`` unless ``source`` is given."""
-        metrics = self.state.metrics.source(source or path.split("/")[2])
+        # One metrics label per source kind ("generic", not each id: bounded cardinality).
+        metrics = self.state.metrics.source((source or path.split("/")[2]).split(":")[0])
         if source is None:
             source = path.removeprefix("/webhooks/").split("/{")[0]
         endpoint = WebhookEndpoint(
