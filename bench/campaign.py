@@ -43,9 +43,9 @@ from delivery import with_pg_database, worker_process  # noqa: E402
 from nurture.clock import SystemClock  # noqa: E402
 from nurture.commerce import imports, recommendations  # noqa: E402
 from nurture.commerce import purchases as commerce  # noqa: E402
+from nurture.database import migrate  # noqa: E402
+from nurture.database.engine import Database  # noqa: E402
 from nurture.schema.tables import messages  # noqa: E402
-from nurture.storage import migrate  # noqa: E402
-from nurture.storage.engine import Database  # noqa: E402
 
 
 def generate(path: Path, contacts: int, seed: int = 7) -> int:

@@ -41,8 +41,8 @@ sys.path.insert(0, str(ROOT / "src"))
 from nurture.accounts import users  # noqa: E402
 from nurture.bootstrap import build_container  # noqa: E402
 from nurture.config import Settings  # noqa: E402
-from nurture.storage import migrate  # noqa: E402
-from nurture.storage.engine import Database  # noqa: E402
+from nurture.database import migrate  # noqa: E402
+from nurture.database.engine import Database  # noqa: E402
 
 NOW = datetime.now(UTC)
 WEEK = 7 * 24 * 3600

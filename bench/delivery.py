@@ -56,11 +56,11 @@ from nurture.bootstrap import build_container  # noqa: E402
 from nurture.bootstrap.delivery import build_delivery, register  # noqa: E402
 from nurture.clock import SystemClock  # noqa: E402
 from nurture.config import Settings, normalise_database_url  # noqa: E402
+from nurture.database import migrate  # noqa: E402
+from nurture.database.engine import Database  # noqa: E402
 from nurture.jobs import HandlerRegistry, JobContext, JobSpec, JobWorker, enqueue_many  # noqa: E402
 from nurture.schema.tables import jobs, messages  # noqa: E402
 from nurture.storage import contacts as contact_store  # noqa: E402
-from nurture.storage import migrate  # noqa: E402
-from nurture.storage.engine import Database  # noqa: E402
 from nurture.testing import FakeResend  # noqa: E402
 
 ROWS = ("noop", "recording", "console", "smtp", "resend", "pg")

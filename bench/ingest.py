@@ -113,9 +113,9 @@ def serve(
     from nurture import logs, runtime
     from nurture.bootstrap import build_container
     from nurture.config import Settings
+    from nurture.database import migrate
+    from nurture.database.engine import Database
     from nurture.intake.ingest import IngestOutcome
-    from nurture.storage import migrate
-    from nurture.storage.engine import Database
     from nurture.web.app import create_app
     from nurture.web.state import WebState
 

@@ -57,11 +57,11 @@ from nurture.bootstrap import build_container, build_job_worker, build_processor
 from nurture.clock import VirtualClock  # noqa: E402
 from nurture.config import Settings  # noqa: E402
 from nurture.core.events import ContactRef, InboundEvent  # noqa: E402
+from nurture.database import migrate  # noqa: E402
+from nurture.database.engine import Database  # noqa: E402
 from nurture.errors import StorageUnavailable  # noqa: E402
 from nurture.intake.ingest import Ingestor  # noqa: E402
 from nurture.retention import prune as retention  # noqa: E402
-from nurture.storage import migrate  # noqa: E402
-from nurture.storage.engine import Database  # noqa: E402
 
 START = datetime(2026, 1, 5, 0, 0, tzinfo=UTC)
 WAVE = 200  # concurrent submissions per wave: one or two group commits

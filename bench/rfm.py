@@ -33,9 +33,9 @@ from rich.table import Table
 
 from nurture.commerce import imports, recommendations
 from nurture.commerce import purchases as commerce
-from nurture.storage import migrate
+from nurture.database import migrate
+from nurture.database.engine import Database
 from nurture.storage import orders as order_store
-from nurture.storage.engine import Database
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 

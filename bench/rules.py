@@ -38,6 +38,8 @@ from nurture.automation.step import RulesStep  # noqa: E402
 from nurture.clock import VirtualClock  # noqa: E402
 from nurture.config import normalise_database_url  # noqa: E402
 from nurture.core.events import ContactRef, InboundEvent  # noqa: E402
+from nurture.database import migrate  # noqa: E402
+from nurture.database.engine import Database  # noqa: E402
 from nurture.intake.context import Step  # noqa: E402
 from nurture.intake.ingest import build_rows  # noqa: E402
 from nurture.intake.process import EventProcessor  # noqa: E402
@@ -46,8 +48,6 @@ from nurture.rules.book import load  # noqa: E402
 from nurture.rules.decide import decide  # noqa: E402
 from nurture.storage import contacts as contact_store  # noqa: E402
 from nurture.storage import events as event_store  # noqa: E402
-from nurture.storage import migrate  # noqa: E402
-from nurture.storage.engine import Database  # noqa: E402
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 MIX: list[tuple[str, dict[str, Any]]] = [

@@ -32,6 +32,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from nurture.bootstrap import build_container  # noqa: E402
 from nurture.config import Settings, normalise_database_url  # noqa: E402
+from nurture.database import migrate  # noqa: E402
+from nurture.database.engine import Database  # noqa: E402
 from nurture.jobs import (  # noqa: E402
     HandlerRegistry,
     JobContext,
@@ -42,8 +44,6 @@ from nurture.jobs import (  # noqa: E402
 )
 from nurture.runtime import install_stop_signals  # noqa: E402
 from nurture.storage import jobs as store  # noqa: E402
-from nurture.storage import migrate  # noqa: E402
-from nurture.storage.engine import Database  # noqa: E402
 
 ENQUEUE_TIMERS = 100_000
 DRAIN_JOBS = 20_000

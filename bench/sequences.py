@@ -49,13 +49,13 @@ from nurture.bootstrap import build_container, build_processor  # noqa: E402
 from nurture.clock import VirtualClock  # noqa: E402
 from nurture.config import Settings  # noqa: E402
 from nurture.core.events import InboundEvent  # noqa: E402
+from nurture.database import migrate  # noqa: E402
+from nurture.database.engine import Database  # noqa: E402
 from nurture.intake.ingest import build_rows  # noqa: E402
 from nurture.pack import load_pack  # noqa: E402
 from nurture.providers.catalog import build_sources  # noqa: E402
 from nurture.schema.tables import enrollment_steps, enrollments, events, jobs  # noqa: E402
 from nurture.storage import events as event_store  # noqa: E402
-from nurture.storage import migrate  # noqa: E402
-from nurture.storage.engine import Database  # noqa: E402
 from rules import PgDatabase, ServerCpu, ratio_line, sqlite_url  # noqa: E402
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)

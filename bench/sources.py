@@ -229,8 +229,8 @@ def variants(index: int) -> list[tuple[str, str, tuple[bytes, Mapping[str, str]]
 def end_to_end(requests: int, folder: Path) -> dict[str, float]:
     """µs per request over the ASGI app with a durable SQLite commit, sequential."""
     from nurture.clock import VirtualClock
-    from nurture.storage import migrate
-    from nurture.storage.engine import Database
+    from nurture.database import migrate
+    from nurture.database.engine import Database
     from nurture.testing import harness
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -21,9 +21,9 @@ from sqlalchemy import create_engine, inspect, text
 
 from nurture.clock import VirtualClock
 from nurture.config import Settings, normalise_database_url
+from nurture.database import migrate
+from nurture.database.engine import Database
 from nurture.schema.tables import metadata
-from nurture.storage import migrate
-from nurture.storage.engine import Database
 
 PG_URL = os.environ.get("NURTURE_TEST_DATABASE_URL", "").strip()
 REQUIRE_PG = os.environ.get("NURTURE_REQUIRE_POSTGRES") == "1"

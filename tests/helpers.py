@@ -9,11 +9,11 @@ from typing import Any
 
 from nurture.clock import Clock
 from nurture.core.channels import EmailChannel
+from nurture.database.engine import Database
 from nurture.messaging.deliver import Delivery, DeliveryConfig
 from nurture.messaging.templates import template_store
 from nurture.pack import Pack, load_pack
 from nurture.storage import contacts as contact_store
-from nurture.storage.engine import Database
 from nurture.testing import RecordingSms
 
 

@@ -15,9 +15,9 @@ from typing import Any
 import uvicorn
 
 from nurture.bootstrap import Container
+from nurture.database import notify
 from nurture.intake.process import EventProcessor
 from nurture.jobs.worker import WorkerLoop
-from nurture.storage import notify
 
 log = logging.getLogger("nurture.runtime")
 

@@ -24,8 +24,8 @@ import httpx
 import pytest
 
 from nurture.accounts import users
-from nurture.storage import migrate
-from nurture.storage.engine import Database
+from nurture.database import migrate
+from nurture.database.engine import Database
 from nurture.testing import free_port, new_secret
 
 CHROMIUM = os.environ.get("NURTURE_CHROMIUM", "/usr/bin/chromium")

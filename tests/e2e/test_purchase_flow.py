@@ -13,11 +13,11 @@ from typer.testing import CliRunner
 from nurture.clock import VirtualClock
 from nurture.commerce import purchases as commerce
 from nurture.commerce import recommendations
+from nurture.database.engine import Database
 from nurture.schema.tables import jobs as jobs_table
 from nurture.storage import contacts as contact_store
 from nurture.storage import messages as message_store
 from nurture.storage import orders as order_store
-from nurture.storage.engine import Database
 from nurture.testing import Harness, signed_json
 from tests.e2e.conftest import AUTH, TRACK_SECRET
 

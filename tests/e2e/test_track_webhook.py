@@ -179,7 +179,7 @@ def test_database_down_is_503_and_sender_can_retry(
 
 
 def test_locked_sqlite_is_503_then_retry_succeeds(sqlite_url: str, clock: Any) -> None:
-    from nurture.storage.engine import Database
+    from nurture.database.engine import Database
 
     settings = Settings(database_url=sqlite_url, track_secret=TRACK_SECRET, db_busy_timeout_ms=50)
     blocker = Database(sqlite_url)

@@ -16,9 +16,9 @@ from sqlalchemy import text
 
 from nurture.bootstrap import build_container
 from nurture.config import Settings
+from nurture.database.engine import Database
 from nurture.jobs import HandlerRegistry, JobContext, JobWorker
 from nurture.runtime import install_stop_signals
-from nurture.storage.engine import Database
 
 EFFECTS_DDL = "CREATE TABLE effects (key VARCHAR(300) NOT NULL UNIQUE, attempts INTEGER NOT NULL)"
 

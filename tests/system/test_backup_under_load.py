@@ -18,8 +18,8 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from nurture.config import normalise_database_url
+from nurture.database.engine import Database
 from nurture.storage import events as event_store
-from nurture.storage.engine import Database
 from nurture.testing import free_port, new_secret, signed_json
 from tests.conftest import pg_available
 from tests.system.test_up_process import wait_ready

@@ -23,11 +23,11 @@ import pytest
 from sqlalchemy import func, select
 
 from nurture import jobs
+from nurture.database.engine import Database
 from nurture.schema.tables import message_batches
 from nurture.storage import contacts as contact_store
 from nurture.storage import jobs as job_store
 from nurture.storage import messages as message_store
-from nurture.storage.engine import Database
 from nurture.testing import FakeBrevo, FakeResend
 from tests.system.provider_server import WAIT_SECONDS, ProviderServer
 from tests.system.test_delivery_crash import NURTURE, ROOT, spawn, wait_for

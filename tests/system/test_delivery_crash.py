@@ -27,10 +27,10 @@ from typing import Any
 import pytest
 
 from nurture import jobs
+from nurture.database.engine import Database
 from nurture.storage import contacts as contact_store
 from nurture.storage import jobs as job_store
 from nurture.storage import messages as message_store
-from nurture.storage.engine import Database
 from nurture.testing import FakeBrevo, FakeResend
 from tests.system.provider_server import WAIT_SECONDS, ProviderServer
 

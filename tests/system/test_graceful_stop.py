@@ -31,13 +31,13 @@ from nurture import jobs
 from nurture.clock import SystemClock
 from nurture.config import Settings
 from nurture.core.events import ContactRef, InboundEvent
+from nurture.database.engine import Database
 from nurture.intake.ingest import Ingestor
 from nurture.schema.tables import events
 from nurture.storage import contacts as contact_store
 from nurture.storage import events as event_store
 from nurture.storage import jobs as job_store
 from nurture.storage import messages as message_store
-from nurture.storage.engine import Database
 from nurture.testing import FakeResend, new_secret
 from tests.system.serving import NURTURE, ROOT, WAIT_SECONDS, Load, nurture_serve
 

@@ -23,9 +23,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
+from nurture.database import migrate
+from nurture.database.engine import Database
 from nurture.jobs import JobSpec, enqueue_many
-from nurture.storage import migrate
-from nurture.storage.engine import Database
 from tests.conftest import pg_available
 from tests.system.chaos_worker import EFFECTS_DDL
 

@@ -20,10 +20,10 @@ import orjson
 import pytest
 from sqlalchemy import func, select
 
+from nurture.database import migrate
+from nurture.database.engine import Database
 from nurture.pack import DEFAULTS_DIR
 from nurture.schema.tables import events
-from nurture.storage import migrate
-from nurture.storage.engine import Database
 from nurture.testing import (
     brevo_request,
     calcom_request,

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from nurture.accounts import passwords
+from nurture.database.engine import Database
 from nurture.errors import TooManyAttempts, Unauthenticated
 from nurture.storage import audit, login_failures
 from nurture.storage import sessions as store
 from nurture.storage import users as user_store
-from nurture.storage.engine import Database
 
 log = logging.getLogger("nurture.console")
 

@@ -7,10 +7,10 @@ from datetime import datetime
 from typing import Any
 
 from nurture.accounts import passwords
+from nurture.database.engine import Database
 from nurture.errors import Conflict, FieldProblem, InvalidFields, NotFound
 from nurture.storage import audit, sessions
 from nurture.storage import users as store
-from nurture.storage.engine import Database
 
 ROLES = ("admin", "viewer")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$")

@@ -22,11 +22,11 @@ from sqlalchemy import Connection
 from nurture import jobs
 from nurture.clock import Clock
 from nurture.core.events import ContactRef, InboundEvent
+from nurture.database.engine import Database
 from nurture.intake.ingest import build_rows
 from nurture.rules.book import SCHEDULE, Automation, Rule, load
 from nurture.storage import contacts as contact_store
 from nurture.storage import events as event_store
-from nurture.storage.engine import Database
 
 log = logging.getLogger("nurture.rules")
 

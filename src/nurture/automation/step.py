@@ -46,6 +46,7 @@ from nurture.contacts import suppression
 from nurture.core.contacts import ContactState
 from nurture.core.durations import format_duration
 from nurture.core.events import ContactRef, content_hash
+from nurture.database.engine import Database
 from nurture.intake.context import ProcessingContext
 from nurture.rules.book import Automation, load
 from nurture.rules.decide import FIRED, Decision, Evaluation, evaluate
@@ -55,7 +56,6 @@ from nurture.storage import contacts as contact_store
 from nurture.storage import events as event_store
 from nurture.storage import rule_fires
 from nurture.storage import scores as score_store
-from nurture.storage.engine import Database
 
 log = logging.getLogger("nurture.rules")
 

@@ -10,9 +10,9 @@ from datetime import datetime
 from pathlib import Path
 
 from nurture.backup import postgres, sqlite
+from nurture.database import migrate
+from nurture.database.engine import Database
 from nurture.errors import Conflict, MalformedPayload, NotFound
-from nurture.storage import migrate
-from nurture.storage.engine import Database
 
 # nurture-20261206T081500Z.sqlite3: sorting the names sorts by time, which rotation relies on.
 _NAME = re.compile(r"nurture-\d{8}T\d{6}Z\.(sqlite3|pgdump)")

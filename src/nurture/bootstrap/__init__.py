@@ -21,6 +21,7 @@ from nurture.commerce import purchases
 from nurture.config import Settings
 from nurture.contacts.bookings import BookingStep
 from nurture.contacts.consent import ConsentStep
+from nurture.database.engine import Database
 from nurture.intake.context import Step
 from nurture.intake.process import EventProcessor
 from nurture.integrations import notion, tasks
@@ -32,7 +33,6 @@ from nurture.messaging.email_status import EmailStatusStep
 from nurture.messaging.unsubscribe import confirm_url, signing_key
 from nurture.pack import load_pack
 from nurture.retention import prune as retention
-from nurture.storage.engine import Database
 
 
 @dataclass

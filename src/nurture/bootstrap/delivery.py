@@ -17,6 +17,7 @@ import httpx
 from nurture.clock import Clock
 from nurture.config import Settings
 from nurture.core.channels import EmailChannel, SmsChannel, WebhookChannel
+from nurture.database.engine import Database
 from nurture.errors import ConfigError
 from nurture.integrations.outbound import WEBHOOK_RETRY, Outbound, load_endpoints
 from nurture.messaging.deliver import Delivery, DeliveryConfig
@@ -31,7 +32,6 @@ from nurture.providers.recording import RecordingEmail, RecordingSms, RecordingW
 from nurture.providers.resend.sender import ResendEmail
 from nurture.providers.smtp.sender import SmtpEmail, SmtpTarget
 from nurture.providers.standard.outbound import WebhookPoster
-from nurture.storage.engine import Database
 
 DRY_RUN_KEEP = 1000  # messages a dry run's recording channels keep in memory
 

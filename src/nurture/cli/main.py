@@ -23,9 +23,10 @@ from nurture.cli import templates as templates_cli
 from nurture.cli import users as users_cli
 from nurture.cli.common import console, container, fail
 from nurture.config import Settings
+from nurture.database import migrate
 from nurture.errors import NurtureError
 from nurture.runtime import Waker, Worker, run, serve, work
-from nurture.storage import api_keys, migrate
+from nurture.storage import api_keys
 
 app = typer.Typer(
     name="nurture",

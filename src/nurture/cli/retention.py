@@ -10,11 +10,12 @@ import typer
 from rich.table import Table
 
 from nurture.cli.common import console, container, fail
+from nurture.database import migrate
+from nurture.database.engine import Database, translate_errors
 from nurture.errors import NurtureError
 from nurture.retention import Policy, Pruner, PruneReport
-from nurture.storage import audit, migrate
+from nurture.storage import audit
 from nurture.storage import retention as store
-from nurture.storage.engine import Database, translate_errors
 
 
 def _mb(n: int) -> str:

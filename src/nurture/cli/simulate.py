@@ -25,6 +25,8 @@ from nurture.clock import VirtualClock
 from nurture.config import Settings
 from nurture.core.durations import format_duration, parse_duration
 from nurture.core.events import ContactRef, InboundEvent, content_hash, normalise_email
+from nurture.database import migrate
+from nurture.database.engine import Database
 from nurture.errors import NurtureError
 from nurture.intake.ingest import build_rows
 from nurture.jobs import JobWorker
@@ -32,8 +34,6 @@ from nurture.schema.tables import enrollment_steps, enrollments, messages, timel
 from nurture.sequences.plan import parse_offset
 from nurture.storage import events as event_store
 from nurture.storage import jobs as job_store
-from nurture.storage import migrate
-from nurture.storage.engine import Database
 
 MAX_ROUNDS = 100_000
 

@@ -30,11 +30,11 @@ from nurture.commerce import csv_blocks, order_rows
 from nurture.contacts import suppression
 from nurture.core.contacts import PROFILE_FIELDS, STATUS_RANK
 from nurture.core.events import normalise_email
+from nurture.database.engine import Database
 from nurture.errors import FieldProblem, InvalidFields
 from nurture.storage import contacts as contact_store
 from nurture.storage import orders as order_store
 from nurture.storage import products as product_store
-from nurture.storage.engine import Database
 
 # Big enough that the per-commit fsync is noise, small enough to keep memory flat (~10 MB).
 CHUNK_ROWS = 20_000

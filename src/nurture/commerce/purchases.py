@@ -34,12 +34,12 @@ from nurture.analytics.recommend import RecommendationSettings
 from nurture.analytics.rfm import RfmBands
 from nurture.contacts import refresh as contact_refresh
 from nurture.core.contacts import ContactState
+from nurture.database.engine import Database
 from nurture.intake.context import ProcessingContext
 from nurture.pack import Pack, load_pack
 from nurture.storage import orders as order_store
 from nurture.storage import products as product_store
 from nurture.storage import rfm as rfm_store
-from nurture.storage.engine import Database
 
 log = logging.getLogger("nurture.commerce")
 

@@ -32,13 +32,13 @@ from sqlalchemy import Connection
 from nurture import jobs
 from nurture.analytics import recommend as reco
 from nurture.commerce.purchases import CommerceConfig
+from nurture.database.engine import Database
 from nurture.errors import NotFound
 from nurture.storage import contacts as contact_store
 from nurture.storage import marketing as marketing_store
 from nurture.storage import orders as order_store
 from nurture.storage import products as product_store
 from nurture.storage import timeline as timeline_store
-from nurture.storage.engine import Database
 
 TEMPLATE = "recommendations"
 SILENCE_ATTRIBUTE = "last_marketing_at"

@@ -28,11 +28,11 @@ from typing import Any
 from sqlalchemy import Connection
 
 from nurture.contacts.suppression import email_hash
+from nurture.database.engine import Database
 from nurture.errors import NotFound
 from nurture.storage import audit
 from nurture.storage import personal_data as store
 from nurture.storage import suppressions as suppression_store
-from nurture.storage.engine import Database
 
 log = logging.getLogger("nurture.contacts")
 

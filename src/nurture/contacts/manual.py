@@ -15,11 +15,11 @@ from sqlalchemy import Connection
 from nurture.contacts import refresh as contact_refresh
 from nurture.contacts import suppression
 from nurture.core.contacts import ContactState
+from nurture.database.engine import Database
 from nurture.errors import FieldProblem, InvalidFields, NotFound
 from nurture.storage import audit
 from nurture.storage import contacts as contact_store
 from nurture.storage import timeline as timeline_store
-from nurture.storage.engine import Database
 
 MAX_TAG = 64
 

@@ -31,12 +31,12 @@ from nurture import jobs
 from nurture.analytics import scoring
 from nurture.config import Settings
 from nurture.core.events import ContactRef, content_hash, partition_for
+from nurture.database.engine import Database
 from nurture.rules.book import Automation, load
 from nurture.rules.segments import assign, contact_fields
 from nurture.storage import contacts as contact_store
 from nurture.storage import events as event_store
 from nurture.storage import segments as segment_store
-from nurture.storage.engine import Database
 
 log = logging.getLogger("nurture.rules")
 

@@ -34,10 +34,10 @@ from typing import Any
 
 from nurture.clock import Clock
 from nurture.core.events import InboundEvent, partition_for
+from nurture.database.engine import Database
 from nurture.errors import StorageUnavailable
 from nurture.intake.tally import IntakeTally
 from nurture.storage import events as event_store
-from nurture.storage.engine import Database
 
 log = logging.getLogger("nurture.ingest")
 

@@ -24,13 +24,13 @@ from nurture.clock import Clock
 from nurture.core.contacts import ContactState
 from nurture.core.events import StoredEvent, content_hash
 from nurture.core.retry import RetryPolicy
+from nurture.database.engine import Database
 from nurture.errors import NurtureError
 from nurture.intake.context import ProcessingContext, Step
 from nurture.intake.deferred import DeferredWrites
 from nurture.intake.resolve import BatchContacts
 from nurture.storage import events as event_store
 from nurture.storage import timeline as timeline_store
-from nurture.storage.engine import Database
 
 log = logging.getLogger("nurture.process")
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from nurture.database.engine import Database
 from nurture.errors import NotFound
 from nurture.storage import audit
 from nurture.storage import events as event_store
-from nurture.storage.engine import Database
 
 
 def replay_event(

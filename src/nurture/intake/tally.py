@@ -30,8 +30,8 @@ from sqlalchemy import Connection
 
 from nurture.clock import Clock
 from nurture.core import redact
+from nurture.database.engine import Database
 from nurture.storage import inbox, intake_counts
-from nurture.storage.engine import Database
 
 log = logging.getLogger("nurture.intake")
 

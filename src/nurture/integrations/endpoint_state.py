@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from nurture.database.engine import Database
 from nurture.errors import NotFound
 from nurture.integrations import outbound
 from nurture.pack import Pack
 from nurture.storage import endpoints as endpoint_store
-from nurture.storage.engine import Database
 
 
 def declared(pack: Pack) -> set[str]:

@@ -51,6 +51,7 @@ from nurture.clock import Clock
 from nurture.config import Settings
 from nurture.core.durations import parse_duration
 from nurture.core.retry import RetryPolicy
+from nurture.database.engine import Database
 from nurture.errors import ConfigError, ProviderError
 from nurture.intake.context import ProcessingContext
 from nurture.messaging.ratelimit import RateLimiter
@@ -70,7 +71,6 @@ from nurture.storage import contacts as contact_store
 from nurture.storage import jobs as job_store
 from nurture.storage import messages as message_store
 from nurture.storage import notion as notion_store
-from nurture.storage.engine import Database
 
 log = logging.getLogger("nurture.notion")
 

@@ -44,6 +44,7 @@ from nurture.config import Settings
 from nurture.core.channels import WebhookChannel
 from nurture.core.contacts import ContactState
 from nurture.core.retry import RetryPolicy
+from nurture.database.engine import Database
 from nurture.errors import ConfigError, ProviderError
 from nurture.integrations.endpoint_kinds import DEFAULT_PAYLOADS, DEFAULT_RATES, build_outgoing
 from nurture.messaging.deliver import JobLike, load_event
@@ -55,7 +56,6 @@ from nurture.rules.book import Automation, load_automation
 from nurture.rules.dryrun import dry_run
 from nurture.storage import contacts as contact_store
 from nurture.storage import endpoints as endpoint_store
-from nurture.storage.engine import Database
 
 log = logging.getLogger("nurture.outbound")
 

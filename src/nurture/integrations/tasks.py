@@ -15,11 +15,11 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from nurture.database.engine import Database
 from nurture.errors import ProviderError
 from nurture.jobs import HandlerRegistry, JobContext, enqueue
 from nurture.storage import contacts as contact_store
 from nurture.storage import tasks as task_store
-from nurture.storage.engine import Database
 
 TASK_CREATED = "task.created"
 # Endpoint names subscribed to an announcement type (``outbound.Outbound.subscribers``).

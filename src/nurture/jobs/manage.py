@@ -7,10 +7,10 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from nurture.database.engine import Database
 from nurture.errors import Conflict, FieldProblem, InvalidFields, NotFound
 from nurture.storage import audit
 from nurture.storage import jobs as store
-from nurture.storage.engine import Database
 
 STATUSES = store.STATUSES
 

@@ -26,12 +26,12 @@ from typing import Any, Protocol, TypeVar
 
 from nurture.clock import Clock
 from nurture.config import Settings
+from nurture.database.engine import Database
 from nurture.errors import ProviderError, RateLimited
 from nurture.jobs.registry import HandlerRegistry, HandlerSpec, JobContext
 from nurture.jobs.wakeup import Wakeup
 from nurture.logs import redact
 from nurture.storage import jobs as store
-from nurture.storage.engine import Database
 
 log = logging.getLogger("nurture.jobs")
 T = TypeVar("T")

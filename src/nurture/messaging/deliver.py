@@ -46,6 +46,7 @@ from nurture.core.channels import (
     SmsChannel,
 )
 from nurture.core.contacts import ContactState
+from nurture.database.engine import Database
 from nurture.errors import ProviderError, RateLimited
 from nurture.messaging.coalesce import Coalescer
 from nurture.messaging.ratelimit import RateLimiter
@@ -54,7 +55,6 @@ from nurture.messaging.unsubscribe import list_unsubscribe_headers, unsubscribe_
 from nurture.storage import contacts as contact_store
 from nurture.storage import events as event_store
 from nurture.storage import messages as message_store
-from nurture.storage.engine import Database
 
 log = logging.getLogger("nurture.deliver")
 

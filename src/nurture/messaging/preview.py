@@ -9,11 +9,11 @@ from typing import Any
 
 from nurture.config import Settings
 from nurture.core.events import normalise_email
+from nurture.database.engine import Database
 from nurture.messaging.deliver import load_event
 from nurture.messaging.templates import Rendered, TemplateError, TemplateStore
 from nurture.messaging.unsubscribe import signing_key, unsubscribe_url
 from nurture.storage import contacts as contact_store
-from nurture.storage.engine import Database
 
 
 @dataclass

@@ -11,9 +11,9 @@ import asyncio
 from dataclasses import dataclass
 
 from nurture.clock import Clock
+from nurture.database.engine import Database
 from nurture.errors import RateLimited
 from nurture.storage import rate_limits
-from nurture.storage.engine import Database
 
 # Sends per second when NURTURE_*_RATE_PER_SECOND is 0. Brevo documents 1,000 rps for
 # /v3/smtp/email; Resend documents single-digit rps per team (2, later 5); SMTP relays vary.

@@ -38,9 +38,9 @@ from sqlalchemy import Connection
 from nurture import jobs
 from nurture.clock import Clock
 from nurture.config import Settings
+from nurture.database.engine import Database
 from nurture.errors import StorageUnavailable
 from nurture.storage import retention as store
-from nurture.storage.engine import Database
 
 log = logging.getLogger("nurture.retention")
 

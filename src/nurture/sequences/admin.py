@@ -7,6 +7,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from nurture.database.engine import Database
 from nurture.errors import ConfigError, FieldProblem, InvalidFields, NotFound
 from nurture.sequences.common import Enrolment
 from nurture.sequences.enrollment import SequenceService
@@ -14,7 +15,6 @@ from nurture.sequences.sinks import DirectSink
 from nurture.storage import audit
 from nurture.storage import contacts as contact_store
 from nurture.storage import enrollments as store
-from nurture.storage.engine import Database
 
 
 def enroll_contact(

@@ -16,9 +16,9 @@ from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 from typing import Any
 
+from nurture.database.engine import Database
 from nurture.sequences.models import Sequence
 from nurture.storage import enrollments as store
-from nurture.storage.engine import Database
 
 _SEGMENT_REF = re.compile(r"contact\.segments(?:\.([A-Za-z_]\w*)|\[\s*['\"]([^'\"]+)['\"]\s*\])")
 # Exits that are the sequence's goal rather than a drop-out (``exit_on`` events).

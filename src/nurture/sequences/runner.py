@@ -20,6 +20,7 @@ from sqlalchemy import Connection
 
 from nurture.clock import Clock
 from nurture.contacts import suppression
+from nurture.database.engine import Database
 from nurture.errors import ProviderError
 from nurture.messaging.deliver import load_event
 from nurture.messaging.templates import TemplateError, TemplateStore
@@ -31,7 +32,6 @@ from nurture.sequences.sinks import DirectSink, Sink
 from nurture.storage import contacts as contact_store
 from nurture.storage import enrollments as store
 from nurture.storage import messages as message_store
-from nurture.storage.engine import Database
 
 if TYPE_CHECKING:
     from nurture.jobs import HandlerRegistry, JobContext

@@ -27,9 +27,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 
 from nurture.core.contacts import ContactState
+from nurture.database.encode import json_text
 from nurture.schema.tables import contacts, identities
 from nurture.storage.dialect import insert_ignore
-from nurture.storage.encode import json_text
 
 _STATE_COLUMNS = (
     "first_name",

@@ -11,9 +11,9 @@ import orjson
 from sqlalchemy import Connection, func, select, update
 
 from nurture.core.events import ContactRef, StoredEvent
+from nurture.database import notify
+from nurture.database.encode import read_sqlite_time, sqlite_time
 from nurture.schema.tables import events
-from nurture.storage import notify
-from nurture.storage.encode import read_sqlite_time, sqlite_time
 
 SUMMARY_COLUMNS = (
     events.c.id,

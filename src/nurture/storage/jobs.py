@@ -34,12 +34,12 @@ from sqlalchemy import (
     update,
 )
 
+from nurture.database import notify
+from nurture.database.encode import json_text
+from nurture.database.engine import Database
 from nurture.schema.tables import jobs
 from nurture.schema.types import UtcDateTime
-from nurture.storage import notify
 from nurture.storage.dialect import insert_ignore
-from nurture.storage.encode import json_text
-from nurture.storage.engine import Database
 
 STATUSES = ("scheduled", "running", "done", "failed", "dead", "cancelled")
 # ``failed`` is a retry waiting for its ``run_at``: claimable exactly like ``scheduled``.

@@ -11,8 +11,8 @@ import orjson
 import polars as pl
 from sqlalchemy import Connection, Table, func, select, update
 
+from nurture.database.encode import read_sqlite_time
 from nurture.schema.tables import order_lines, orders
-from nurture.storage.encode import read_sqlite_time
 
 ORDER_FRAME = pl.Schema(
     {

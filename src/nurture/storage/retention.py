@@ -16,10 +16,10 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, Table, delete, func, literal_column, select, text, update
 
+from nurture.database.encode import read_sqlite_time
+from nurture.database.engine import Database
 from nurture.schema.tables import deliveries, enrollments, events, jobs, retention_marks, timeline
 from nurture.storage.dialect import insert_ignore
-from nurture.storage.encode import read_sqlite_time
-from nurture.storage.engine import Database
 
 FINISHED_JOBS = ("done", "cancelled")
 TRIMMED = {"trimmed": True}  # a trimmed timeline row's detail, so a reader can tell

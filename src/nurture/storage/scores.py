@@ -7,8 +7,8 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from nurture.database.encode import json_text, sqlite_time
 from nurture.schema.tables import score_ledger
-from nurture.storage.encode import json_text, sqlite_time
 
 _COLUMNS = (
     "contact_id",

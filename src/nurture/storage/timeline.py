@@ -8,8 +8,8 @@ from typing import Any
 
 from sqlalchemy import Connection, case, func, literal_column, select
 
+from nurture.database.encode import json_text, sqlite_time
 from nurture.schema.tables import timeline
-from nurture.storage.encode import json_text, sqlite_time
 
 _COLUMNS = ("contact_id", "event_id", "at", "kind", "rule_id", "detail")
 _SQLITE_INSERT = f"INSERT INTO timeline ({', '.join(_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?)"

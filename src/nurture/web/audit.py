@@ -21,8 +21,8 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nurture.clock import Clock
+from nurture.database.engine import Database
 from nurture.storage import audit
-from nurture.storage.engine import Database
 
 log = logging.getLogger("nurture.audit")
 

@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from nurture.storage import migrate
+from nurture.database import migrate
 from nurture.web.state import web_state
 
 JSON = "application/json"

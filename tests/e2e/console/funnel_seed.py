@@ -9,9 +9,9 @@ from typing import Any
 
 from sqlalchemy import insert
 
+from nurture.database.engine import Database
 from nurture.schema.tables import enrollment_steps, enrollments, messages
 from nurture.storage import contacts as contact_store
-from nurture.storage.engine import Database
 
 SEQUENCE = "christmas-2025"
 STEPS = [f"email-{i}" for i in range(1, 8)]

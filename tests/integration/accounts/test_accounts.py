@@ -9,10 +9,10 @@ import pytest
 from nurture.accounts import sessions, users
 from nurture.accounts.sessions import Policy
 from nurture.clock import VirtualClock
+from nurture.database.engine import Database
 from nurture.errors import Conflict, InvalidFields, NotFound, TooManyAttempts, Unauthenticated
 from nurture.storage import audit
 from nurture.storage import users as user_store
-from nurture.storage.engine import Database
 
 POLICY = Policy()
 PASSWORD = "a-long-password"

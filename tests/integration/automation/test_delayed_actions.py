@@ -15,6 +15,7 @@ from nurture.automation.step import RulesStep, explain
 from nurture.bootstrap import Container
 from nurture.clock import VirtualClock
 from nurture.config import Settings
+from nurture.database.engine import Database
 from nurture.intake.process import EventProcessor
 from nurture.jobs import HandlerRegistry, JobContext, JobWorker
 from nurture.pack import DEFAULTS_DIR
@@ -23,7 +24,6 @@ from nurture.storage import events as event_store
 from nurture.storage import jobs as job_store
 from nurture.storage import scores as score_store
 from nurture.storage import timeline as timeline_store
-from nurture.storage.engine import Database
 from tests.integration.automation.test_step import contact, insert, jobs_of, seed_rfm
 
 DELAYED_RULES = """

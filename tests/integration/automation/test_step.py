@@ -15,6 +15,7 @@ from nurture.bootstrap import Container
 from nurture.clock import VirtualClock
 from nurture.config import Settings
 from nurture.core.events import ContactRef, InboundEvent
+from nurture.database.engine import Database
 from nurture.intake.ingest import build_rows
 from nurture.intake.process import EventProcessor
 from nurture.integrations import tasks as task_service
@@ -27,7 +28,6 @@ from nurture.storage import jobs as job_store
 from nurture.storage import scores as score_store
 from nurture.storage import tasks as task_store
 from nurture.storage import timeline as timeline_store
-from nurture.storage.engine import Database
 
 EMAIL = "ann@example.com"
 

@@ -12,10 +12,10 @@ from sqlalchemy import text
 
 from nurture import backup as archive
 from nurture.clock import VirtualClock
+from nurture.database import migrate
+from nurture.database.engine import Database
 from nurture.errors import ConfigError, Conflict, MalformedPayload, NotFound, StorageUnavailable
 from nurture.storage import contacts as contact_store
-from nurture.storage import migrate
-from nurture.storage.engine import Database
 from tests.helpers import new_contact
 
 

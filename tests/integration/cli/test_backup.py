@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 
 from nurture.cli.main import app
 from nurture.clock import VirtualClock
+from nurture.database import migrate
+from nurture.database.engine import Database
 from nurture.storage import contacts as contact_store
-from nurture.storage import migrate
-from nurture.storage.engine import Database
 from tests.helpers import new_contact
 
 runner = CliRunner()

@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 from nurture.cli.main import app
 from nurture.clock import VirtualClock
 from nurture.core.events import ContactRef, InboundEvent
+from nurture.database.engine import Database
 from nurture.intake.ingest import Ingestor
 from nurture.schema.tables import audit_log, events
-from nurture.storage.engine import Database
 from tests.conftest import START
 
 runner = CliRunner()

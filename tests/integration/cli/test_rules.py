@@ -10,10 +10,10 @@ from typer.testing import CliRunner
 from nurture.automation.step import RulesStep
 from nurture.cli.main import app
 from nurture.clock import VirtualClock
+from nurture.database.engine import Database
 from nurture.intake.process import EventProcessor
 from nurture.pack import DEFAULTS_DIR
 from nurture.rules.book import load
-from nurture.storage.engine import Database
 from tests.integration.automation.test_step import insert
 
 runner = CliRunner()

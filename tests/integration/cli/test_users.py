@@ -5,9 +5,9 @@ from __future__ import annotations
 from typer.testing import CliRunner
 
 from nurture.cli.main import app
+from nurture.database.engine import Database
 from nurture.storage import audit
 from nurture.storage import users as user_store
-from nurture.storage.engine import Database
 
 runner = CliRunner()
 

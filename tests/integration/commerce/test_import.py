@@ -17,12 +17,12 @@ from sqlalchemy import select
 
 from nurture.commerce import imports
 from nurture.commerce import purchases as commerce
+from nurture.database.engine import Database
 from nurture.errors import InvalidFields
 from nurture.schema.tables import contacts, identities, order_lines, orders, products
 from nurture.storage import contacts as contact_store
 from nurture.storage import orders as order_store
 from nurture.storage import rfm as rfm_store
-from nurture.storage.engine import Database
 from tests.conftest import START
 
 CONFIG = commerce.CommerceConfig()

@@ -13,11 +13,11 @@ from sqlalchemy import select
 from nurture.clock import VirtualClock
 from nurture.contacts import erasure, suppression
 from nurture.core.events import email_hash
+from nurture.database.engine import Database
 from nurture.errors import NotFound
 from nurture.schema.tables import metadata
 from nurture.storage import audit, jobs, messages, tasks
 from nurture.storage import contacts as contact_store
-from nurture.storage.engine import Database
 from nurture.testing import RecordingEmail
 from tests.helpers import email_job, make_delivery, new_contact
 

@@ -21,6 +21,7 @@ from nurture.commerce import purchases as commerce
 from nurture.config import Settings
 from nurture.contacts import suppression
 from nurture.contacts.refresh import CHANGED, Checker, refresh_page
+from nurture.database.engine import Database
 from nurture.intake.process import EventProcessor
 from nurture.jobs import HandlerRegistry, JobWorker
 from nurture.pack import DEFAULTS_DIR, load_pack
@@ -31,7 +32,6 @@ from nurture.storage import events as event_store
 from nurture.storage import jobs as job_store
 from nurture.storage import scores as score_store
 from nurture.storage import timeline as timeline_store
-from nurture.storage.engine import Database
 from tests.integration.automation.test_step import contact, insert
 
 

@@ -17,11 +17,11 @@ from sqlalchemy import Connection, exc, func, select
 
 from nurture.clock import VirtualClock
 from nurture.core.events import ContactRef, InboundEvent
+from nurture.database.engine import Database
 from nurture.errors import StorageUnavailable
 from nurture.intake import ingest as ingest_module
 from nurture.intake.ingest import Ingestor, IngestOutcome
 from nurture.schema.tables import events
-from nurture.storage.engine import Database
 
 
 def ev(key: str) -> InboundEvent:

@@ -12,10 +12,10 @@ from sqlalchemy import func, select
 
 from nurture.clock import VirtualClock
 from nurture.core.events import ContactRef, InboundEvent
+from nurture.database.engine import Database
 from nurture.errors import StorageUnavailable
 from nurture.intake.ingest import Ingestor
 from nurture.schema.tables import events
-from nurture.storage.engine import Database
 
 
 def ev(key: str, email: str = "a@b.co") -> InboundEvent:

@@ -12,13 +12,13 @@ from sqlalchemy import func, select
 from nurture.clock import VirtualClock
 from nurture.core.events import ContactRef, InboundEvent
 from nurture.core.retry import RetryPolicy
+from nurture.database.engine import Database
 from nurture.intake.context import ProcessingContext
 from nurture.intake.ingest import Ingestor
 from nurture.intake.process import EventProcessor
 from nurture.schema.tables import contacts, events, timeline
 from nurture.storage import contacts as contact_store
 from nurture.storage import events as event_store
-from nurture.storage.engine import Database
 
 
 @pytest.fixture

@@ -8,10 +8,10 @@ from datetime import timedelta
 from unittest import mock
 
 from nurture.clock import VirtualClock
+from nurture.database.engine import Database
 from nurture.errors import StorageUnavailable
 from nurture.intake.tally import RETENTION, Delivery, IntakeTally
 from nurture.storage import inbox, intake_counts
-from nurture.storage.engine import Database
 
 
 def counts(db: Database, clock: VirtualClock) -> dict[tuple[str, str], int]:

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from nurture.cli.main import app
 from nurture.clock import Clock, SystemClock, VirtualClock
 from nurture.config import Settings
+from nurture.database.engine import Database
 from nurture.errors import ProviderError
 from nurture.integrations.outbound import Outbound, load_endpoints
 from nurture.messaging.templates import template_store
@@ -23,7 +24,6 @@ from nurture.providers.http import new_client
 from nurture.providers.standard.outbound import WebhookPoster
 from nurture.storage import contacts as contact_store
 from nurture.storage import endpoints as endpoint_store
-from nurture.storage.engine import Database
 from nurture.testing import HookRecorder, Scripted, serve
 from tests.helpers import Job, new_contact
 

@@ -20,11 +20,11 @@ from nurture.bootstrap import build_container, build_processor
 from nurture.clock import SystemClock
 from nurture.config import Settings
 from nurture.core.events import ContactRef, InboundEvent
+from nurture.database import notify
+from nurture.database.engine import Database
 from nurture.intake.ingest import Ingestor
 from nurture.runtime import Waker, Worker
 from nurture.storage import events as event_store
-from nurture.storage import notify
-from nurture.storage.engine import Database
 
 ROOT = Path(__file__).resolve().parents[2]
 BOUND = 60.0  # seconds; only a broken wake-up gets near it
@@ -38,7 +38,7 @@ from nurture.clock import SystemClock
 from nurture.core.events import ContactRef, InboundEvent
 from nurture.jobs import enqueue
 from nurture.intake.ingest import Ingestor
-from nurture.storage.engine import Database
+from nurture.database.engine import Database
 
 db = Database(sys.argv[1])
 now = datetime.now(UTC)

@@ -16,6 +16,7 @@ from nurture.config import Settings
 from nurture.contacts import suppression
 from nurture.core.channels import OutboundEmail, SendUncertain
 from nurture.core.contacts import ContactState
+from nurture.database.engine import Database
 from nurture.errors import ProviderError
 from nurture.messaging.deliver import Delivery
 from nurture.messaging.ratelimit import RateLimiter
@@ -26,7 +27,6 @@ from nurture.providers.resend.sender import ResendEmail
 from nurture.storage import contacts as contact_store
 from nurture.storage import messages as message_store
 from nurture.storage import rate_limits
-from nurture.storage.engine import Database
 from nurture.testing import FakeBrevo, FakeResend, RecordingEmail
 from tests.helpers import Job, default_pack, email_job, make_delivery, new_contact
 

@@ -10,11 +10,11 @@ from sqlalchemy import event
 from nurture.clock import VirtualClock
 from nurture.contacts import suppression
 from nurture.core.channels import OutboundEmail
+from nurture.database.engine import Database
 from nurture.errors import ProviderError, RateLimited
 from nurture.messaging.ratelimit import RateLimiter
 from nurture.storage import contacts as contact_store
 from nurture.storage import messages as message_store
-from nurture.storage.engine import Database
 from nurture.testing import RecordingEmail
 from tests.helpers import Job, email_job, make_delivery, new_contact
 

@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 
 from nurture.clock import VirtualClock
 from nurture.core.channels import SendUncertain
+from nurture.database.engine import Database
 from nurture.errors import ProviderError, RateLimited
 from nurture.messaging.ratelimit import RateLimiter
 from nurture.providers.brevo.sender import BrevoEmail
@@ -19,7 +20,6 @@ from nurture.providers.http import new_client
 from nurture.providers.resend.sender import ResendEmail
 from nurture.schema.tables import message_batches
 from nurture.storage import messages as message_store
-from nurture.storage.engine import Database
 from nurture.testing import FakeBrevo, FakeResend
 from tests.helpers import Job, email_job, make_delivery, new_contact
 

@@ -13,9 +13,9 @@ from aiosmtpd.controller import Controller
 
 from nurture.clock import VirtualClock
 from nurture.core.channels import SendUncertain
+from nurture.database.engine import Database
 from nurture.providers.smtp.sender import SmtpEmail
 from nurture.storage import messages as message_store
-from nurture.storage.engine import Database
 from nurture.testing import free_port
 from tests.helpers import Job, email_job, make_delivery, new_contact
 

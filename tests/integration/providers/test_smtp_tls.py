@@ -22,10 +22,10 @@ from aiosmtpd.controller import Controller
 from nurture.bootstrap.delivery import build_delivery
 from nurture.clock import VirtualClock
 from nurture.config import Settings
+from nurture.database.engine import Database
 from nurture.errors import ConfigError, ProviderError
 from nurture.providers.smtp.sender import SmtpEmail
 from nurture.storage import messages as message_store
-from nurture.storage.engine import Database
 from nurture.testing import free_port
 from tests.helpers import default_pack, email_job, make_delivery, new_contact
 from tests.integration.providers.test_transports import authenticate

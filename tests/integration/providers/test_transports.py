@@ -24,6 +24,7 @@ from standardwebhooks.webhooks import Webhook
 
 from nurture.clock import SystemClock, VirtualClock
 from nurture.config import Settings
+from nurture.database.engine import Database
 from nurture.errors import ProviderError
 from nurture.integrations.outbound import Outbound, load_endpoints
 from nurture.pack import load_pack
@@ -33,7 +34,6 @@ from nurture.providers.standard import outbound as standard_outbound
 from nurture.providers.standard.outbound import WebhookPoster
 from nurture.storage import endpoints as endpoint_store
 from nurture.storage import messages as message_store
-from nurture.storage.engine import Database
 from nurture.testing import HookRecorder, free_port, new_secret, serve
 from tests.helpers import Job, email_job, make_delivery, new_contact
 

@@ -19,6 +19,7 @@ from nurture.bootstrap import Container, build_container, build_processor, build
 from nurture.clock import VirtualClock
 from nurture.config import Settings
 from nurture.core.events import ContactRef, InboundEvent
+from nurture.database.engine import Database
 from nurture.errors import StorageUnavailable
 from nurture.intake.ingest import Ingestor
 from nurture.intake.process import EventProcessor
@@ -31,7 +32,6 @@ from nurture.storage import endpoints as endpoint_store
 from nurture.storage import events as event_store
 from nurture.storage import retention as store
 from nurture.storage import rule_fires
-from nurture.storage.engine import Database
 from tests.conftest import START
 from tests.helpers import new_contact
 

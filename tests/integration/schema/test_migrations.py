@@ -9,9 +9,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from nurture.database import migrate
+from nurture.database.engine import Database
 from nurture.schema.tables import metadata
-from nurture.storage import migrate
-from nurture.storage.engine import Database
 
 
 def test_migrated_schema_equals_model(db: Database) -> None:

@@ -15,6 +15,7 @@ from sqlalchemy import Connection, func, select
 
 from nurture.core.contacts import ContactState
 from nurture.core.events import ContactRef, StoredEvent
+from nurture.database.engine import Database
 from nurture.intake.context import ProcessingContext
 from nurture.intake.deferred import DeferredWrites
 from nurture.pack import load_pack
@@ -24,7 +25,6 @@ from nurture.sequences.sinks import ContextSink, DirectSink
 from nurture.storage import contacts as contact_store
 from nurture.storage import enrollments as store
 from nurture.storage import jobs as job_store
-from nurture.storage.engine import Database
 from tests.conftest import START
 
 SEQUENCES = """

@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import func, select
 
 from nurture.core.contacts import ContactState
+from nurture.database.engine import Database
 from nurture.pack import load_pack
 from nurture.schema.tables import enrollment_steps, enrollments, jobs
 from nurture.sequences import SequenceService, load_book, step_key
@@ -23,7 +24,6 @@ from nurture.sequences.sinks import Sink
 from nurture.storage import contacts as contact_store
 from nurture.storage import enrollments as store
 from nurture.storage import jobs as job_store
-from nurture.storage.engine import Database
 from tests.conftest import START
 
 TORONTO = ZoneInfo("America/Toronto")

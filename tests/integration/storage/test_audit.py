@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from nurture.database.engine import Database
 from nurture.storage import audit
-from nurture.storage.engine import Database
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 

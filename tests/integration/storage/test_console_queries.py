@@ -7,11 +7,11 @@ from datetime import timedelta
 from sqlalchemy import insert, update
 
 from nurture.clock import VirtualClock
+from nurture.database.engine import Database
 from nurture.jobs import schedule
 from nurture.schema.tables import jobs, messages
 from nurture.storage import jobs as job_store
 from nurture.storage import messages as message_store
-from nurture.storage.engine import Database
 
 
 def job(db: Database, key: str, run_in: timedelta, clock: VirtualClock, status: str = "") -> int:

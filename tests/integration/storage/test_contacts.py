@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import StatementError
 
+from nurture.database.engine import Database
 from nurture.schema.tables import contacts
 from nurture.storage import contacts as store
-from nurture.storage.engine import Database
 from tests.conftest import START
 
 

@@ -13,8 +13,8 @@ import orjson
 from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.pool import StaticPool
 
+from nurture.database.encode import json_text
 from nurture.errors import StorageUnavailable
-from nurture.storage.encode import json_text
 
 
 def _dumps(value: Any) -> str:

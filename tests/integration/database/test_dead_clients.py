@@ -13,7 +13,7 @@ import time
 import pytest
 from sqlalchemy import exc, text
 
-from nurture.storage.engine import Database
+from nurture.database.engine import Database
 
 pytestmark = pytest.mark.postgres
 

@@ -8,9 +8,9 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import MetaData, create_engine, inspect, text
 
+from nurture.database.engine import Database, translate_errors
 from nurture.schema.migrations import DIRECTORY
 from nurture.schema.tables import metadata
-from nurture.storage.engine import Database, translate_errors
 
 MIGRATIONS = DIRECTORY
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, event
 
-from nurture.storage.engine import Database, dead_client_limits
+from nurture.database.engine import Database, dead_client_limits
 
 log = logging.getLogger("nurture.notify")
 

@@ -8,7 +8,7 @@ import time
 import pytest
 from sqlalchemy import create_engine, text
 
-from nurture.storage.engine import Database
+from nurture.database.engine import Database
 
 
 @pytest.fixture
