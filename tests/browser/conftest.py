@@ -63,7 +63,9 @@ def _require_browser() -> None:
     pytest.skip(why)
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API keeps an event loop running in this thread
+# while it is open, and every later test calling ``asyncio.run()`` would fail.
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     _require_browser()
     from playwright.sync_api import sync_playwright
