@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -107,7 +108,8 @@ def assert_committed(url: str, accepted: dict[str, int]) -> None:
 
 
 class HeldProvider:
-    """Resend's documented API over real HTTP; every answer is held until ``release``."""
+    """Resend's documented API over real HTTP; every answer is held until ``release``.
+    ``arrived`` counts e-mails, whether they came one per request or as a batch."""
 
     def __init__(self) -> None:
         self.fake = FakeResend()
@@ -137,7 +139,9 @@ class HeldProvider:
                 )
                 with outer.lock:
                     response = outer.fake.handle(request)
-                    outer.arrived += 1
+                    # E-mails, not requests: concurrent sends go out as one /emails/batch.
+                    sent = json.loads(body) if self.path.endswith("/batch") else [body]
+                    outer.arrived += len(sent)
                 outer.release.wait(WAIT_SECONDS)
                 try:
                     self.send_response(response.status_code)
