@@ -25,6 +25,12 @@ def record(conn: Connection, row: dict[str, Any]) -> int:
     )
 
 
+def record_many(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """A processing batch's consent rows in one statement; a replayed event's row is skipped."""
+    if rows:
+        conn.execute(insert_ignore(conn, consents), rows)
+
+
 def get(conn: Connection, consent_id: int) -> dict[str, Any] | None:
     row = conn.execute(select(consents).where(consents.c.id == consent_id)).mappings().first()
     return dict(row) if row else None
