@@ -19,8 +19,9 @@ processing (a real sender is not infinitely faster than the worker).
 Columns: events ingested so far; the database's size (pages in use; the file is that plus the WAL)
 and its free pages; MB per 100k events over the last window; ingest rate (events/s while
 submitting; the wait for the processor to catch up is left out); processing rate (events/s of wall
-time in the window); rows pruned by the passes that ended in the window (raw cleared + jobs +
-timeline trimmed; a pass that spans windows counts in the one it ends in); the longest write
+time in the window); rows pruned by the passes that ended in the window (raw cleared, jobs,
+deliveries, timeline trimmed, events deleted, timeline deleted, ledger rows summed: every window
+is ``--retention-days``; a pass that spans windows counts in the one it ends in); the longest write
 transaction of a pruning pass (and of its incremental-vacuum steps); the longest processing batch
 (also one write transaction, for comparison); the slowest ingest group commit (what a webhook
 request waited at worst, the wait for the writer included); CPU seconds of the whole process in the
@@ -64,6 +65,11 @@ from nurture.intake.ingest import Ingestor  # noqa: E402
 from nurture.retention import prune as retention  # noqa: E402
 
 START = datetime(2026, 1, 5, 0, 0, tzinfo=UTC)
+# What a pass logs per table (``PruneReport.counts``).
+PRUNED_KEYS = (
+    "events", "jobs", "deliveries", "timeline",
+    "events_deleted", "timeline_deleted", "score_ledger_folded",
+)  # fmt: skip
 WAVE = 200  # concurrent submissions per wave: one or two group commits
 MIX = [
     ("page.viewed", 50),
@@ -189,6 +195,7 @@ def run(args: argparse.Namespace, events: int, pruning: bool, workdir: Path) -> 
         retention_job_days=days,
         retention_delivery_days=days,
         retention_timeline_days=days,
+        retention_history_days=days,
         retention_interval_minutes=24 * 60,
         job_max_idle_seconds=0.2,
         # Leases are virtual time too, and a wave moves the clock by half an hour: a real
@@ -276,11 +283,7 @@ def run(args: argparse.Namespace, events: int, pruning: bool, workdir: Path) -> 
                 wall = now - window_start
                 size, free = db_size(container.db)
                 new_passes = passes.passes[passes_at_window:]
-                pruned = sum(
-                    int(p.get("events", 0)) + int(p.get("jobs", 0)) + int(p.get("timeline", 0))
-                    + int(p.get("deliveries", 0))
-                    for p in new_passes
-                )  # fmt: skip
+                pruned = sum(int(p.get(k, 0)) for p in new_passes for k in PRUNED_KEYS)
                 with counters.lock:
                     processed = counters.processed
                     slowest, counters.commit_max = counters.commit_max, 0.0

@@ -142,11 +142,14 @@ class Settings(BaseSettings):
     # Retention (docs/retention.md): after how many days old data is thinned out; 0 keeps it
     # forever. Processed events lose their raw payload (the row, its dedupe key and canonical
     # form stay); done and cancelled jobs are deleted (dead ones stay); the outbound delivery log
-    # is deleted; timeline rows keep kind, time, rule and event but lose their detail.
+    # is deleted; timeline rows keep kind, time, rule and event but lose their detail. After
+    # the history window the rest goes too: processed events (their dedupe keys with them), their
+    # timeline rows, and the score ledger's rows, summed into one row per contact and component.
     retention_raw_days: int = Field(default=30, ge=0, le=36_500)
     retention_job_days: int = Field(default=14, ge=0, le=36_500)
     retention_delivery_days: int = Field(default=30, ge=0, le=36_500)
     retention_timeline_days: int = Field(default=180, ge=0, le=36_500)
+    retention_history_days: int = Field(default=365, ge=0, le=36_500)
     # Rows per pruning transaction: each one holds SQLite's write lock, so keep it small.
     retention_batch_size: int = Field(default=500, ge=10, le=10_000)
     # How often the pruning job runs.

@@ -12,8 +12,12 @@
   ``rule.fired`` notes), or, for a sequence step, kept while its enrolment is live.
 * ``deliveries``: the outbound delivery log older than ``delivery_days`` is deleted.
 * ``timeline``: rows older than ``timeline_days`` keep kind, time, rule and event (what replays
-  and ``once`` limits read) and lose their detail. The score ledger is never touched: it is the
-  explanation of every score.
+  read) and lose their detail.
+* history, after ``history_days``: processed events are deleted (their dedupe key goes with
+  them: the dedupe window), except one a live enrolment still reads; then the timeline rows and
+  score-ledger rows of events that are gone (or had none) go, the ledger's summed into one row
+  per contact and component so every score still adds up. A row whose event still exists stays,
+  since replaying that event reads it.
 
 Every batch is one short write transaction of at most ``batch_size`` rows, followed by a pause
 at least as long as the transaction held the writer, so ingest and processing always get the
@@ -47,6 +51,9 @@ log = logging.getLogger("nurture.retention")
 JOB_KIND = "retention_prune"
 RAW_MARK = "events.raw"
 DETAIL_MARK = "timeline.detail"
+EVENTS_MARK = store.EVENTS_MARK
+TIMELINE_MARK = "timeline.deleted"
+LEDGER_MARK = "score_ledger.folded"
 # Pages per incremental-vacuum transaction (2 MB at the default page size).
 VACUUM_STEP_PAGES = 500
 MIN_PAUSE_SECONDS = 0.005
@@ -61,6 +68,7 @@ class Policy:
     job_days: int = 14
     delivery_days: int = 30
     timeline_days: int = 180
+    history_days: int = 365
     batch_size: int = 500
 
     @classmethod
@@ -70,21 +78,25 @@ class Policy:
             job_days=settings.retention_job_days,
             delivery_days=settings.retention_delivery_days,
             timeline_days=settings.retention_timeline_days,
+            history_days=settings.retention_history_days,
             batch_size=settings.retention_batch_size,
         )
 
     @property
     def enabled(self) -> bool:
-        return any((self.raw_days, self.job_days, self.delivery_days, self.timeline_days))
+        windows = (self.raw_days, self.job_days, self.delivery_days, self.timeline_days)
+        return any((*windows, self.history_days))
 
 
 @dataclass
 class Pruned:
-    """One table's share of a pass: rows changed (or, in a dry run, that would be)."""
+    """One table's share of a pass: rows changed (or, in a dry run, that would be). ``key``:
+    its name in ``counts()`` and the pass's log line."""
 
     table: str
     action: str
     days: int
+    key: str = ""
     rows: int = 0
     batches: int = 0
     longest_write_seconds: float = 0.0
@@ -110,7 +122,7 @@ class PruneReport:
         return self.before.bytes - self.after.bytes
 
     def counts(self) -> dict[str, int]:
-        return {i.table: i.rows for i in self.items}
+        return {i.key or i.table: i.rows for i in self.items}
 
 
 class Walk(NamedTuple):
@@ -136,6 +148,41 @@ def raw_walk(
         if has_raw:
             ids.append(event_id)
         last = event_id
+    return Walk(ids, last, False)
+
+
+def history_walk(
+    rows: Sequence[tuple[int, str, datetime | None, bool]], after: int, cutoff: datetime
+) -> Walk:
+    """Events ``(id, status, processed_at, held)``: processed before ``cutoff`` and not held by a
+    live enrolment go; failed ones and held ones are passed over (they stay); the walk stops at
+    the first one pending or processed inside the window."""
+    ids: list[int] = []
+    last = after
+    for event_id, status, processed_at, held in rows:
+        if status == "failed":
+            last = event_id
+            continue
+        if status != "processed" or processed_at is None or processed_at >= cutoff:
+            return Walk(ids, last, True)
+        if not held:
+            ids.append(event_id)
+        last = event_id
+    return Walk(ids, last, False)
+
+
+def fate_walk(rows: Sequence[tuple[int, datetime, int]], after: int, cutoff: datetime) -> Walk:
+    """Rows ``(id, at, fate)`` of a table that follows the events (``storage.retention._fate``):
+    old ones whose event is gone go, those whose event stays are passed over, and the walk stops
+    inside the window or at a row whose event the events pass has not reached yet."""
+    ids: list[int] = []
+    last = after
+    for row_id, at, fate in rows:
+        if at >= cutoff or fate == store.LATER:
+            return Walk(ids, last, True)
+        if fate == store.GONE:
+            ids.append(row_id)
+        last = row_id
     return Walk(ids, last, False)
 
 
@@ -183,8 +230,20 @@ class Pruner:
             Pruned("jobs", "deleted (done, cancelled)", p.job_days),
             Pruned("deliveries", "deleted", p.delivery_days),
             Pruned("timeline", "detail trimmed", p.timeline_days),
+            # After events, so the timeline and the ledger see the events that went this pass.
+            Pruned("events", "deleted (history)", p.history_days, "events_deleted"),
+            Pruned("timeline", "deleted (history)", p.history_days, "timeline_deleted"),
+            Pruned("score_ledger", "summed (history)", p.history_days, "score_ledger_folded"),
         ]
-        passes = (self._raw, self._jobs, self._deliveries, self._timeline)
+        passes = (
+            self._raw,
+            self._jobs,
+            self._deliveries,
+            self._timeline,
+            self._forget_events,
+            self._forget_timeline,
+            self._fold_ledger,
+        )
         for item, one in zip(items, passes, strict=True):
             if item.days > 0:
                 one(item, now - timedelta(days=item.days), now, dry_run)
@@ -244,6 +303,18 @@ class Pruner:
             now,
             dry_run,
         )
+
+    def _forget_events(self, item: Pruned, cutoff: datetime, now: datetime, dry: bool) -> None:
+        fetch, apply = store.events_held_after, store.delete_events
+        self._walk(item, EVENTS_MARK, fetch, history_walk, apply, cutoff, now, dry)
+
+    def _forget_timeline(self, item: Pruned, cutoff: datetime, now: datetime, dry: bool) -> None:
+        fetch, apply = store.timeline_fate_after, store.delete_timeline
+        self._walk(item, TIMELINE_MARK, fetch, fate_walk, apply, cutoff, now, dry)
+
+    def _fold_ledger(self, item: Pruned, cutoff: datetime, now: datetime, dry: bool) -> None:
+        fetch, apply = store.ledger_fate_after, store.fold_ledger
+        self._walk(item, LEDGER_MARK, fetch, fate_walk, apply, cutoff, now, dry)
 
     def _walk(
         self,

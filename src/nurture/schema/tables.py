@@ -408,6 +408,13 @@ enrollments = Table(
     ),
     Index("ix_enrollments_sequence", "sequence_id", "status", "id"),
     Index("ix_enrollments_key", "sequence_id", "key"),
+    # 0016: retention keeps the event a live enrolment's templates read.
+    Index(
+        "ix_enrollments_live_event",
+        "event_id",
+        sqlite_where=text("status = 'active'"),
+        postgresql_where=text("status = 'active'"),
+    ),
 )
 
 # Each step of an enrolment; its job is keyed ``seq:{enrollment_id}:{step_id}``.

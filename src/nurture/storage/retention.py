@@ -14,11 +14,29 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Table, delete, func, literal_column, select, text, update
+from sqlalchemy import (
+    Connection,
+    Table,
+    bindparam,
+    delete,
+    func,
+    literal_column,
+    select,
+    text,
+    update,
+)
 
 from nurture.database.encode import read_sqlite_time
 from nurture.database.engine import Database
-from nurture.schema.tables import deliveries, enrollments, events, jobs, retention_marks, timeline
+from nurture.schema.tables import (
+    deliveries,
+    enrollments,
+    events,
+    jobs,
+    retention_marks,
+    score_ledger,
+    timeline,
+)
 from nurture.storage.dialect import insert_ignore
 
 FINISHED_JOBS = ("done", "cancelled")
@@ -76,6 +94,161 @@ def clear_raw(conn: Connection, ids: Sequence[int]) -> int:
         return _rewrite(conn, events, ids, where, {"raw": "NULL"})
     stmt = update(events).where(events.c.id.in_(list(ids)), text(where)).values(raw=None)
     return int(conn.execute(stmt).rowcount) if ids else 0
+
+
+def _below_newest(table: Table) -> Any:
+    """Rows the history pass may delete: all but the newest. SQLite gives a new row the largest
+    id plus one, so deleting the newest rows would hand their ids out again: to an event whose
+    job keys (``rule:{event}:...``) old ``messages`` rows still hold (its e-mails would count as
+    sent), and below the walks' marks (never pruned). PostgreSQL's sequences never reuse an id;
+    the rule holds there too so both behave alike."""
+    return table.c.id < select(func.max(table.c.id)).scalar_subquery()
+
+
+# An event a live enrolment still reads (its steps' templates do) stays past the history window.
+_HELD = "EXISTS (SELECT 1 FROM enrollments n WHERE n.event_id = events.id AND n.status = 'active')"
+
+
+def events_held_after(
+    conn: Connection, after_id: int, limit: int
+) -> list[tuple[int, str, datetime | None, bool]]:
+    """``(id, status, processed_at, held)`` of the next ``limit`` events by id; ``held``: a live
+    enrolment reads it (``ix_enrollments_live_event``)."""
+    e = events.c
+    if conn.dialect.name == "sqlite":
+        columns = ("id", "status", "processed_at", _HELD)
+        got = _sqlite_after(conn, "events", columns, after_id, limit, spare_newest=True)
+        return [(r[0], r[1], read_sqlite_time(r[2]) if r[2] else None, bool(r[3])) for r in got]
+    held: Any = literal_column(_HELD).label("held")
+    query = select(e.id, e.status, e.processed_at, held).where(
+        e.id > after_id, _below_newest(events)
+    )
+    rows = conn.execute(query.order_by(e.id).limit(limit)).all()
+    return [(r.id, r.status, r.processed_at, bool(r.held)) for r in rows]
+
+
+def delete_events(conn: Connection, ids: Sequence[int]) -> int:
+    """Delete these events if still processed; their dedupe keys go with them."""
+    e = events.c
+    stmt = delete(events).where(e.id.in_(list(ids)), e.status == "processed")
+    return int(conn.execute(stmt).rowcount) if ids else 0
+
+
+def _fate(table: str, extra: str = "") -> str:
+    """What the history pass does with a row of ``table`` (an ``int`` in SQL): ``GONE`` when its
+    event is no more or it never had one (nothing can replay it now: it goes); ``KEPT`` when its
+    event stays for good (failed, or held by a live enrolment: replaying it reads the row);
+    ``LATER`` when the events pass has not reached its event yet (the walk waits there)."""
+    mark = f"(SELECT last_id FROM retention_marks WHERE name = '{EVENTS_MARK}')"
+    return (
+        f"CASE WHEN {table}.event_id IS NULL OR NOT EXISTS "
+        f"(SELECT 1 FROM events x WHERE x.id = {table}.event_id) THEN {GONE} "
+        f"WHEN {table}.event_id <= coalesce({mark}, 0) THEN {KEPT} ELSE {LATER} END{extra}"
+    )
+
+
+EVENTS_MARK = "events.deleted"
+GONE, KEPT, LATER = 1, 0, 2
+
+
+def _aged_after(
+    conn: Connection, table: Table, after_id: int, limit: int, third: str
+) -> list[tuple[int, datetime, int]]:
+    """``(id, at, third)`` of the next ``limit`` rows of ``table`` by id."""
+    c = table.c
+    if conn.dialect.name == "sqlite":
+        got = _sqlite_after(
+            conn, table.name, ("id", "at", third), after_id, limit, spare_newest=True
+        )
+        return [(r[0], read_sqlite_time(r[1]), int(r[2])) for r in got]
+    flag: Any = literal_column(third).label("flag")
+    query = select(c.id, c.at, flag).where(c.id > after_id, _below_newest(table))
+    rows = conn.execute(query.order_by(c.id).limit(limit))
+    return [(r.id, r.at, int(r.flag)) for r in rows]
+
+
+def timeline_fate_after(
+    conn: Connection, after_id: int, limit: int
+) -> list[tuple[int, datetime, int]]:
+    """``(id, at, fate)`` of the next ``limit`` timeline rows by id (``_fate``)."""
+    return _aged_after(conn, timeline, after_id, limit, _fate("timeline"))
+
+
+def delete_timeline(conn: Connection, ids: Sequence[int]) -> int:
+    stmt = delete(timeline).where(timeline.c.id.in_(list(ids)))
+    return int(conn.execute(stmt).rowcount) if ids else 0
+
+
+# The row a contact's older score changes are summed into, one per component.
+FOLDED = "earlier changes, summed by retention"
+
+
+def ledger_fate_after(
+    conn: Connection, after_id: int, limit: int
+) -> list[tuple[int, datetime, int]]:
+    """``(id, at, fate)`` of the next ``limit`` score-ledger rows by id (``_fate``); a sum
+    already made is ``KEPT``."""
+    folded = (
+        f"CASE WHEN score_ledger.reason = '{FOLDED}' THEN {KEPT} ELSE {_fate('score_ledger')} END"
+    )
+    return _aged_after(conn, score_ledger, after_id, limit, folded)
+
+
+def fold_ledger(conn: Connection, ids: Sequence[int]) -> int:
+    """Sum these ledger rows into their contact's ``FOLDED`` row for the component (the oldest
+    row becomes it when there is none yet) and delete them. Scores and their totals per component
+    still add up; the per-rule detail of those changes is what goes. Returns rows folded."""
+    if not ids:
+        return 0
+    s = score_ledger.c
+    cols = (s.id, s.contact_id, s.component, s.delta, s.score_before, s.score_after, s.at)
+    rows = conn.execute(select(*cols).where(s.id.in_(list(ids))).order_by(s.id)).all()
+    if not rows:
+        return 0
+    groups: dict[tuple[int, str], list[Any]] = {}
+    for r in rows:
+        groups.setdefault((r.contact_id, r.component), []).append(r)
+    carriers = {
+        (c.contact_id, c.component): c
+        for c in conn.execute(
+            select(*cols)
+            .where(s.contact_id.in_({k[0] for k in groups}), s.reason == FOLDED)
+            .order_by(s.id)
+        )
+    }
+    updates: list[dict[str, Any]] = []
+    gone: list[int] = []
+    for key, members in groups.items():
+        carrier = carriers.get(key)
+        if carrier is None:  # the first fold for this contact and component: the oldest row
+            carrier, members = members[0], members[1:]
+        last = members[-1] if members else carrier
+        updates.append(
+            {
+                "carrier": carrier.id,
+                "total": carrier.delta + sum(m.delta for m in members),
+                "after": last.score_after,
+                "last_at": max(carrier.at, last.at),
+            }
+        )
+        gone.extend(m.id for m in members)
+    stmt = (
+        update(score_ledger)
+        .where(s.id == bindparam("carrier"))
+        .values(
+            delta=bindparam("total"),
+            score_after=bindparam("after"),
+            at=bindparam("last_at"),
+            reason=FOLDED,
+            event_id=None,
+            rule_id=None,
+            action_index=None,
+        )
+    )
+    conn.execute(stmt, updates)
+    if gone:
+        conn.execute(delete(score_ledger).where(s.id.in_(gone)))
+    return len(rows)
 
 
 def timeline_after(conn: Connection, after_id: int, limit: int) -> list[tuple[int, datetime, bool]]:
@@ -152,13 +325,20 @@ def delete_jobs(conn: Connection, ids: Sequence[int], cutoff: datetime) -> int:
 
 
 def _sqlite_after(
-    conn: Connection, table: str, columns: Sequence[str], after_id: int, limit: int
+    conn: Connection,
+    table: str,
+    columns: Sequence[str],
+    after_id: int,
+    limit: int,
+    *,
+    spare_newest: bool = False,
 ) -> list[list[Any]]:
     names = ", ".join(f"c{i}" for i in range(len(columns)))
     inner = ", ".join(f"{c} AS c{i}" for i, c in enumerate(columns))
+    newest = f" AND id < (SELECT max(id) FROM {table})" if spare_newest else ""
     found = conn.exec_driver_sql(
         f"SELECT json_group_array(json_array({names})) FROM "
-        f"(SELECT {inner} FROM {table} WHERE id > ? ORDER BY id LIMIT ?)",
+        f"(SELECT {inner} FROM {table} WHERE id > ?{newest} ORDER BY id LIMIT ?)",
         (after_id, limit),
     ).scalar_one()
     return sorted(orjson.loads(found), key=lambda r: r[0])

@@ -75,7 +75,10 @@ def test_prune_reports_what_went_and_is_audited(database_url: str) -> None:
 
 
 def test_prune_says_when_retention_is_off(database_url: str) -> None:
-    off = {f"NURTURE_RETENTION_{n}_DAYS": "0" for n in ("RAW", "JOB", "DELIVERY", "TIMELINE")}
+    off = {
+        f"NURTURE_RETENTION_{n}_DAYS": "0"
+        for n in ("RAW", "JOB", "DELIVERY", "TIMELINE", "HISTORY")
+    }
     code, out = run(["prune"], database_url, **off)
     assert code == 0, out
     assert "retention is off" in out

@@ -26,7 +26,7 @@ from nurture.intake.process import EventProcessor
 from nurture.jobs import JobContext, JobWorker
 from nurture.retention import Policy, Pruner
 from nurture.retention.prune import JOB_KIND, ensure_scheduled, run_key, run_pass
-from nurture.schema.tables import enrollments, events, timeline
+from nurture.schema.tables import contacts, enrollments, events, score_ledger, timeline
 from nurture.schema.tables import jobs as jobs_table
 from nurture.storage import endpoints as endpoint_store
 from nurture.storage import events as event_store
@@ -89,7 +89,7 @@ def prune(app: App, policy: Policy, **kw: Any) -> Any:
     return Pruner(app.db, policy, pause=lambda s: None, **kw).run(app.clock.now())
 
 
-RAW_ONLY = Policy(raw_days=30, job_days=0, delivery_days=0, timeline_days=0)
+RAW_ONLY = Policy(raw_days=30, job_days=0, delivery_days=0, timeline_days=0, history_days=0)
 
 
 def test_raw_payloads_go_after_their_window_and_dedupe_still_answers(app: App) -> None:
@@ -168,7 +168,7 @@ def _enrollment(conn: Any, contact_id: int, status: str, now: datetime) -> int:
     )
 
 
-JOBS_ONLY = Policy(raw_days=0, job_days=14, delivery_days=0, timeline_days=0)
+JOBS_ONLY = Policy(raw_days=0, job_days=14, delivery_days=0, timeline_days=0, history_days=0)
 
 
 def test_finished_jobs_go_unless_their_key_could_come_back(app: App) -> None:
@@ -235,14 +235,16 @@ def test_delivery_log_rows_go_after_their_window(app: App) -> None:
     now = app.clock.now()
     for days in (60, 45, 31, 29, 1):
         log(now - days * DAY)
-    report = prune(app, Policy(raw_days=0, job_days=0, delivery_days=30, timeline_days=0))
+    report = prune(
+        app, Policy(raw_days=0, job_days=0, delivery_days=30, timeline_days=0, history_days=0)
+    )
     assert report.counts()["deliveries"] == 3
     with app.db.read() as conn:
         left = endpoint_store.deliveries_for(conn, "crm")
     assert sorted((now - r["at"]).days for r in left) == [1, 29]
 
 
-TIMELINE_ONLY = Policy(raw_days=0, job_days=0, delivery_days=0, timeline_days=90)
+TIMELINE_ONLY = Policy(raw_days=0, job_days=0, delivery_days=0, timeline_days=90, history_days=0)
 
 
 def test_old_timeline_rows_lose_their_detail_only(app: App) -> None:
@@ -274,6 +276,177 @@ def test_old_timeline_rows_lose_their_detail_only(app: App) -> None:
     assert seen and rules == {"purchase"}
 
 
+HISTORY_ONLY = Policy(raw_days=0, job_days=0, delivery_days=0, timeline_days=0, history_days=90)
+
+
+def _ledger(db: Database) -> dict[tuple[int, str], tuple[int, int]]:
+    """Per contact and component: (sum of deltas, rows)."""
+    with db.read() as conn:
+        rows = conn.execute(select(score_ledger.c.contact_id, score_ledger.c.component,
+                                   score_ledger.c.delta)).all()  # fmt: skip
+    sums: dict[tuple[int, str], tuple[int, int]] = {}
+    for r in rows:
+        total, n = sums.get((r.contact_id, r.component), (0, 0))
+        sums[(r.contact_id, r.component)] = (total + r.delta, n + 1)
+    return sums
+
+
+def _event_ids(db: Database) -> set[int]:
+    with db.read() as conn:
+        return {r.id for r in conn.execute(select(events.c.id))}
+
+
+def _timeline_events(db: Database) -> set[int | None]:
+    with db.read() as conn:
+        return {r.event_id for r in conn.execute(select(timeline.c.event_id))}
+
+
+def test_history_goes_after_its_window_and_scores_still_add_up(app: App) -> None:
+    old = [
+        app.send(
+            f"order-{i}", email=f"c{i % 2}@example.com", type="purchase.completed", amount=80
+        ).accepted[0]
+        for i in range(4)
+    ]
+    failed = app.send("broken").accepted[0]
+    app.process()
+    with app.db.begin() as conn:
+        event_store.mark_failed(conn, failed, 5, "boom", app.clock.now())
+    app.clock.advance(60 * DAY)
+    recent = app.send("order-9", type="purchase.completed", amount=80).accepted[0]
+    app.process()
+    before = _ledger(app.db)
+    assert sum(n for _, n in before.values()) > len(before)  # something to sum
+    with app.db.read() as conn:
+        scores = {r.id: r.score for r in conn.execute(select(contacts.c.id, contacts.c.score))}
+
+    # Old: the orders, the events their rules derived (score.crossed, ...) and the failed one.
+    older = {i for i in _event_ids(app.db) if i < recent}
+    assert set(old) | {failed} <= older
+
+    app.clock.advance(40 * DAY)  # old: 100 days, recent: 40 days
+    report = prune(app, HISTORY_ONLY)
+    counts = report.counts()
+    assert counts["events_deleted"] == len(older) - 1
+    left = _event_ids(app.db)
+    assert left & older == {failed} and recent in left  # failed: kept for a replay
+    timeline_events = _timeline_events(app.db)
+    assert not timeline_events & set(old) and recent in timeline_events
+    assert counts["timeline_deleted"] > 0
+
+    # Every contact's score still adds up, per component, from fewer rows.
+    after = _ledger(app.db)
+    assert {k: total for k, (total, _) in after.items()} == {
+        k: total for k, (total, _) in before.items()
+    }
+    assert counts["score_ledger_folded"] > 0
+    assert sum(n for _, n in after.values()) < sum(n for _, n in before.values())
+    with app.db.read() as conn:
+        folded = conn.execute(
+            select(score_ledger).where(score_ledger.c.reason == store.FOLDED)
+        ).all()
+        assert {r.event_id for r in folded} == {None} and {r.rule_id for r in folded} == {None}
+        assert len({(r.contact_id, r.component) for r in folded}) == len(folded)
+        assert {r.id: r.score for r in conn.execute(select(contacts.c.id, contacts.c.score))} == (
+            scores
+        )
+        # The recent event's rows are as they were: its replay must still see them.
+        recent_rows = conn.execute(
+            select(score_ledger).where(score_ledger.c.event_id == recent)
+        ).all()
+    assert recent_rows
+
+    # Past the dedupe window a redelivery is a new event.
+    again = app.send("order-0", email="c0@example.com", type="purchase.completed", amount=80)
+    assert again.duplicates == [] and len(again.accepted) == 1
+
+    # A later pass sums into the same row; nothing is summed twice.
+    app.process()
+    sums = {k: total for k, (total, _) in _ledger(app.db).items()}
+    app.clock.advance(100 * DAY)
+    prune(app, HISTORY_ONLY)
+    later = _ledger(app.db)
+    assert {k: total for k, (total, _) in later.items()} == sums
+    with app.db.read() as conn:
+        folded = conn.execute(
+            select(score_ledger).where(score_ledger.c.reason == store.FOLDED)
+        ).all()
+    assert len({(r.contact_id, r.component) for r in folded}) == len(folded)
+    with app.db.read() as conn:
+        rest = conn.execute(
+            select(score_ledger.c.event_id).where(score_ledger.c.reason != store.FOLDED)
+        ).all()
+    # Not summed: the kept event's rows, and the newest row (never deleted, see below).
+    assert len([r for r in rest if r.event_id != failed]) == 1
+    assert prune(app, HISTORY_ONLY).counts()["score_ledger_folded"] == 0
+
+
+def test_an_event_a_live_enrolment_reads_stays_with_its_history(app: App) -> None:
+    held = app.send("signup", type="purchase.completed", amount=80).accepted[0]
+    other = app.send("p-1", type="purchase.completed", amount=80).accepted[0]
+    app.process()
+    with app.db.begin() as conn:
+        contact_id = event_store.get(conn, held)["contact_id"]  # type: ignore[index]
+        live = _enrollment(conn, contact_id, "active", app.clock.now())
+        conn.execute(update(enrollments).where(enrollments.c.id == live).values(event_id=held))
+    stored = _event_ids(app.db)  # the two, and what their rules derived
+    app.clock.advance(100 * DAY)
+    app.send("today")
+    app.process()
+    assert prune(app, HISTORY_ONLY).counts()["events_deleted"] == len(stored) - 1
+    assert _event_ids(app.db) & stored == {held}
+    assert held in _timeline_events(app.db) and other not in _timeline_events(app.db)
+    with app.db.read() as conn:
+        seen, rules = rule_fires.event_history(conn, contact_id, held)
+        ledger_events = {r.event_id for r in conn.execute(select(score_ledger.c.event_id))}
+    assert seen and rules == {"purchase"}  # a replay still skips what already ran
+    assert held in ledger_events and other not in ledger_events
+
+    # Once the enrolment ends, the next pass does not come back for it: it was passed over.
+    with app.db.begin() as conn:
+        conn.execute(update(enrollments).values(status="completed"))
+    assert prune(app, HISTORY_ONLY).counts()["events_deleted"] == 0
+
+
+def test_a_pending_event_holds_the_history_of_the_events_after_it(app: App) -> None:
+    done = app.send("done", type="purchase.completed", amount=80).accepted[0]
+    app.process()
+    first = _event_ids(app.db)  # "done" and what its rules derived
+    pending = app.send("pending").accepted[0]
+    after = app.send("after", type="purchase.completed", amount=80).accepted[0]
+    app.clock.advance(100 * DAY)
+    with app.db.begin() as conn:  # "after" was processed long ago; "pending" still retries
+        event_store.mark_processed(conn, [(after, None)], app.clock.now() - 95 * DAY)
+    report = prune(app, HISTORY_ONLY)
+    assert report.counts()["events_deleted"] == len(first)
+    assert _event_ids(app.db) == {pending, after}
+    assert done not in _timeline_events(app.db)
+
+    app.process()  # processes "pending" (and "after" is already done)
+    rest = _event_ids(app.db)
+    app.clock.advance(100 * DAY)
+    app.send("today")
+    app.process()
+    assert prune(app, HISTORY_ONLY).counts()["events_deleted"] == len(rest)
+    assert not _event_ids(app.db) & rest
+    assert not _timeline_events(app.db) & {done, pending, after}
+
+
+def test_the_newest_row_stays_so_no_id_is_handed_out_twice(app: App) -> None:
+    first = app.send("first", type="purchase.completed", amount=80).accepted[0]
+    app.process()
+    stored = _event_ids(app.db)
+    app.clock.advance(100 * DAY)
+    prune(app, HISTORY_ONLY)
+    assert _event_ids(app.db) == {max(stored)}  # everything is old, but the newest row stays
+    with app.db.read() as conn:
+        assert conn.execute(select(timeline.c.id)).all()
+    # SQLite hands out the largest id plus one: with the newest row kept, a new event's id is
+    # new, so the job keys and messages of an event that is gone can never be taken for its own.
+    second = app.send("second").accepted[0]
+    assert second > max(stored) and first not in _event_ids(app.db)
+
+
 def test_every_batch_is_bounded_and_followed_by_a_pause(app: App) -> None:
     sent = [app.send(f"e-{i}").accepted[0] for i in range(45)]
     app.process()
@@ -286,7 +459,9 @@ def test_every_batch_is_bounded_and_followed_by_a_pause(app: App) -> None:
         raw = raw_of(app.db)
         cleared.append(sum(1 for i in sent if not raw[i]))
 
-    policy = Policy(raw_days=30, job_days=0, delivery_days=0, timeline_days=0, batch_size=10)
+    policy = Policy(
+        raw_days=30, job_days=0, delivery_days=0, timeline_days=0, history_days=0, batch_size=10
+    )
     report = Pruner(app.db, policy, pause=pause).run(app.clock.now())
     assert report.counts()["events"] == 45
     steps = [b - a for a, b in zip([0, *cleared], cleared, strict=False)]
@@ -308,7 +483,9 @@ def test_a_dry_run_counts_what_a_run_does_and_changes_nothing(app: App) -> None:
     assert dry.writes == 0 and dry.counts()["events"] == 25
     real = prune(app, policy)
     assert real.counts() == dry.counts()
-    assert all(v > 0 for k, v in real.counts().items() if k != "deliveries")
+    history = {"events_deleted", "timeline_deleted", "score_ledger_folded"}
+    assert all(v > 0 for k, v in real.counts().items() if k not in {"deliveries", *history})
+    assert {real.counts()[k] for k in history} == {0}  # 200 days: inside the history window
 
 
 def test_the_pass_is_a_recurring_job(app: App) -> None:

@@ -9,7 +9,16 @@ import pytest
 from nurture.config import Settings, load_settings
 from nurture.errors import ConfigError
 from nurture.retention import Policy
-from nurture.retention.prune import Walk, aged_walk, next_run, raw_walk, run_key
+from nurture.retention.prune import (
+    Walk,
+    aged_walk,
+    fate_walk,
+    history_walk,
+    next_run,
+    raw_walk,
+    run_key,
+)
+from nurture.storage.retention import GONE, KEPT, LATER
 
 T = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 CUTOFF = T
@@ -48,6 +57,26 @@ def test_the_aged_walk_takes_the_prefix_before_the_cutoff() -> None:
     assert aged_walk([(1, OLD, False), (2, OLD, True)], 0, CUTOFF) == Walk([2], 2, False)
 
 
+def test_the_history_walk_deletes_old_events_and_passes_over_kept_ones() -> None:
+    rows = [
+        (11, "processed", OLD, False),
+        (12, "failed", OLD, False),  # kept for a replay
+        (13, "processed", OLD, True),  # a live enrolment reads it
+        (14, "processed", OLD, False),
+        (15, "pending", None, False),  # the walk waits here
+        (16, "processed", OLD, False),
+    ]
+    assert history_walk(rows, 10, CUTOFF) == Walk([11, 14], 14, True)
+    assert history_walk(rows[:2], 10, CUTOFF) == Walk([11], 12, False)
+
+
+def test_the_fate_walk_follows_the_events() -> None:
+    rows = [(1, OLD, GONE), (2, OLD, KEPT), (3, OLD, GONE), (4, OLD, LATER), (5, OLD, GONE)]
+    assert fate_walk(rows, 0, CUTOFF) == Walk([1, 3], 3, True)
+    assert fate_walk([(1, OLD, GONE), (2, YOUNG, GONE)], 0, CUTOFF) == Walk([1], 1, True)
+    assert fate_walk([(1, OLD, KEPT)], 0, CUTOFF) == Walk([], 1, False)
+
+
 def test_slots_are_aligned_so_every_worker_names_the_same_job() -> None:
     hour = timedelta(hours=1)
     assert next_run(T, hour) == T + hour  # strictly after
@@ -62,12 +91,14 @@ def test_the_policy_comes_from_the_settings() -> None:
         retention_job_days=0,
         retention_delivery_days=3,
         retention_timeline_days=0,
+        retention_history_days=90,
         retention_batch_size=500,
     )
-    assert Policy.from_settings(s) == Policy(7, 0, 3, 0, 500)
+    assert Policy.from_settings(s) == Policy(7, 0, 3, 0, 90, 500)
     assert Policy.from_settings(s).enabled
-    assert not Policy(0, 0, 0, 0).enabled
-    assert Policy.from_settings(Settings()) == Policy(30, 14, 30, 180, 500)
+    assert not Policy(0, 0, 0, 0, 0).enabled
+    assert Policy(0, 0, 0, 0, 1).enabled
+    assert Policy.from_settings(Settings()) == Policy(30, 14, 30, 180, 365, 500)
 
 
 @pytest.mark.parametrize(
@@ -77,6 +108,7 @@ def test_the_policy_comes_from_the_settings() -> None:
         ("retention_job_days", "soon"),
         ("retention_delivery_days", 100_000),
         ("retention_timeline_days", 1.5),
+        ("retention_history_days", -3),
         ("retention_batch_size", 0),
         ("retention_interval_minutes", 0),
     ],
