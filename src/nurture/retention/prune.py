@@ -225,24 +225,25 @@ class Pruner:
         with self.db.read() as conn:
             before = store.space(conn)
         p = self.policy
+        # History first: a row about to be deleted is not thinned out first (on SQLite thinning
+        # rewrites the row), and the timeline and the ledger then see the events that went.
         items = [
+            Pruned("events", "deleted (history)", p.history_days, "events_deleted"),
+            Pruned("timeline", "deleted (history)", p.history_days, "timeline_deleted"),
+            Pruned("score_ledger", "summed (history)", p.history_days, "score_ledger_folded"),
             Pruned("events", "raw payload cleared", p.raw_days),
             Pruned("jobs", "deleted (done, cancelled)", p.job_days),
             Pruned("deliveries", "deleted", p.delivery_days),
             Pruned("timeline", "detail trimmed", p.timeline_days),
-            # After events, so the timeline and the ledger see the events that went this pass.
-            Pruned("events", "deleted (history)", p.history_days, "events_deleted"),
-            Pruned("timeline", "deleted (history)", p.history_days, "timeline_deleted"),
-            Pruned("score_ledger", "summed (history)", p.history_days, "score_ledger_folded"),
         ]
         passes = (
+            self._forget_events,
+            self._forget_timeline,
+            self._fold_ledger,
             self._raw,
             self._jobs,
             self._deliveries,
             self._timeline,
-            self._forget_events,
-            self._forget_timeline,
-            self._fold_ledger,
         )
         for item, one in zip(items, passes, strict=True):
             if item.days > 0:

@@ -60,7 +60,9 @@ def test_a_dry_run_reports_and_changes_nothing(database_url: str) -> None:
 
 def test_prune_reports_what_went_and_is_audited(database_url: str) -> None:
     old_events(database_url, 5)
-    code, out = run(["prune"], database_url, NURTURE_RETENTION_JOB_DAYS="0")
+    # Events from 2020 are past the history window too: keep them to see their payloads go.
+    keep = {"NURTURE_RETENTION_JOB_DAYS": "0", "NURTURE_RETENTION_HISTORY_DAYS": "0"}
+    code, out = run(["prune"], database_url, **keep)
     assert code == 0, out
     assert "events │ raw payload cleared │ 30 days │ 5" in out
     assert "jobs │ deleted (done, cancelled) │ kept forever │ -" in out
@@ -105,7 +107,9 @@ def test_vacuum_after_pruning(database_url: str) -> None:
     old_events(database_url, 3)
     code, out = run(["prune", "--vacuum"], database_url)
     assert code == 0, out
-    assert "events │ raw payload cleared │ 30 days │ 3" in out
+    # From 2020: past the default history window; the newest stays and only loses its payload.
+    assert "events │ deleted (history) │ 365 days │ 2" in out
+    assert "events │ raw payload cleared │ 30 days │ 1" in out
     expected = "incremental reclaim is on" if database_url.startswith("sqlite") else "ANALYZE"
     assert expected in out and "vacuumed:" in out
 
