@@ -376,7 +376,7 @@ def main() -> None:
     args.events_for_clock = args.events  # both runs share one virtual pace: events per day
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="nurture-retention-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 160)  # a log file: no truncation
     print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
     results = {}
     if args.only != "baseline":
