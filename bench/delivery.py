@@ -97,6 +97,10 @@ class ResendServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # http.server writes the headers and the body separately; with Nagle on, the body
+            # waits for the client's delayed ACK of the headers (~40 ms a request), a stall real
+            # API servers do not have (they set TCP_NODELAY, as httpx does on its side).
+            disable_nagle_algorithm = True
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
