@@ -19,6 +19,8 @@ from nurture.sequences import load as load_sequences
 from nurture.storage import audit
 from nurture.storage import contacts as contact_store
 from nurture.storage import enrollments as enrollment_store
+from nurture.storage import retention as retention_store
+from nurture.storage import scores as score_store
 from nurture.testing import Harness
 from tests.e2e.console.conftest import form_token
 
@@ -121,6 +123,22 @@ def test_contact_page_shows_steps_in_the_contacts_time_zone(
         assert local.strftime("%Y-%m-%d %H:%M %Z") in page.text
     assert "christmas-2025" in page.text
     assert "Lead score" in page.text
+
+
+def test_a_score_summed_by_retention_reads_as_earlier_rules(
+    h: Harness, as_viewer: TestClient
+) -> None:
+    ann = make_contact(h, "ann@example.com", score=65)
+    row = {"contact_id": ann, "event_id": None, "rule_id": None, "action_index": None,
+           "component": "rule", "delta": 15, "reason": retention_store.FOLDED,
+           "score_before": 50, "score_after": 65, "at": h.clock.now()}  # fmt: skip
+    with h.container.db.begin() as conn:
+        score_store.append(conn, [row])
+    page = as_viewer.get(f"/console/contacts/{ann}").text
+    table = page[page.index('id="score-rules"') :]
+    table = table[: table.index("</table>")]
+    assert "earlier rules" in table and "+15" in table and retention_store.FOLDED in table
+    assert "None" not in table
 
 
 def test_a_missing_contact_is_a_404_page(h: Harness, as_viewer: TestClient) -> None:
