@@ -148,7 +148,9 @@ def explain_cmd(
         "rule deltas:",
     ]
     lines += [
-        f"  {r['at']}  {r['delta']:>+5}  {r['rule_id']}  event {r['event_id']}  {r['reason'] or ''}"
+        f"  {r['at']}  {r['delta']:>+5}  {r['rule_id'] or 'earlier rules'}  "
+        + (f"event {r['event_id']}  " if r["event_id"] is not None else "")
+        + (r["reason"] or "")
         for r in result["rules"]
     ] or ["  (none)"]
     console.print("\n".join(lines), highlight=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from sqlalchemy import select
 from typer.testing import CliRunner
 
 from nurture.automation.step import RulesStep
@@ -14,6 +15,9 @@ from nurture.database.engine import Database
 from nurture.intake.process import EventProcessor
 from nurture.pack import DEFAULTS_DIR
 from nurture.rules.book import load
+from nurture.schema.tables import contacts
+from nurture.storage import scores as score_store
+from nurture.storage.retention import FOLDED
 from tests.integration.automation.test_step import insert
 
 runner = CliRunner()
@@ -92,5 +96,15 @@ def test_contacts_explain(database_url: str, db: Database, clock: VirtualClock) 
     assert code == 0, out
     assert "score 100" in out
     assert f"purchase  event {event_id}  Purchase completed" in out
+    # Retention sums the ledger's old rows into one without a rule or an event.
+    with db.begin() as conn:
+        contact_id = conn.execute(select(contacts.c.id)).scalar_one()
+        row = {"contact_id": contact_id, "event_id": None, "rule_id": None, "action_index": None,
+               "component": "rule", "delta": 5, "reason": FOLDED, "score_before": 100,
+               "score_after": 100, "at": clock.now()}  # fmt: skip
+        score_store.append(conn, [row])
+    code, out = run(["contacts", "explain", "ann@example.com"], database_url)
+    assert code == 0, out
+    assert f"+5 earlier rules {FOLDED}" in " ".join(out.split()) and "None" not in out
     code, out = run(["contacts", "explain", "nobody@example.com"], database_url)
     assert code == 1 and "no contact" in out
