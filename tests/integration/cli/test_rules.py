@@ -105,6 +105,6 @@ def test_contacts_explain(database_url: str, db: Database, clock: VirtualClock) 
         score_store.append(conn, [row])
     code, out = run(["contacts", "explain", "ann@example.com"], database_url)
     assert code == 0, out
-    assert f"+5 earlier rules {FOLDED}" in " ".join(out.split()) and "None" not in out
+    assert f"+5 earlier rules {FOLDED}" in " ".join(out.split()) and "event None" not in out
     code, out = run(["contacts", "explain", "nobody@example.com"], database_url)
     assert code == 1 and "no contact" in out
