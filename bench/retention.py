@@ -68,7 +68,7 @@ START = datetime(2026, 1, 5, 0, 0, tzinfo=UTC)
 # What a pass logs per table (``PruneReport.counts``).
 PRUNED_KEYS = (
     "events", "jobs", "deliveries", "timeline",
-    "events_deleted", "timeline_deleted", "score_ledger_folded",
+    "events_deleted", "timeline_deleted", "score_ledger_folded", "events_released",
 )  # fmt: skip
 WAVE = 200  # concurrent submissions per wave: one or two group commits
 MIX = [

@@ -9,12 +9,14 @@
   operator. Deleting a finished job frees its key, so only jobs whose key cannot come back are
   deleted (see ``docs/retention.md``): every key is either unique by construction (a time, a
   counter, an id), guarded by a row that stays (``messages``, ``tasks``, the timeline's
-  ``rule.fired`` notes), or, for a sequence step, kept while its enrolment is live.
+  ``rule.fired`` notes while their event exists; an event id is never reused), or, for a
+  sequence step, kept while its enrolment is live.
 * ``deliveries``: the outbound delivery log older than ``delivery_days`` is deleted.
 * ``timeline``: rows older than ``timeline_days`` keep kind, time, rule and event (what replays
   read) and lose their detail.
 * history, after ``history_days``: processed events are deleted (their dedupe key goes with
-  them: the dedupe window), except one a live enrolment still reads; then the timeline rows and
+  them: the dedupe window), except one a live enrolment still reads (it goes, with its rows, in a
+  later pass once the enrolment has ended); then the timeline rows and
   score-ledger rows of events that are gone (or had none) go, the ledger's summed into one row
   per contact and component so every score still adds up. A row whose event still exists stays,
   since replaying that event reads it.
@@ -217,6 +219,7 @@ class Pruner:
         self.pause = pause
         self.heartbeat = heartbeat
         self.vacuum_step_pages = vacuum_step_pages
+        self._items: dict[str, Pruned] = {}
         self.writes = 0
         self.longest_write = 0.0
         self.longest_vacuum = 0.0
@@ -231,6 +234,7 @@ class Pruner:
             Pruned("events", "deleted (history)", p.history_days, "events_deleted"),
             Pruned("timeline", "deleted (history)", p.history_days, "timeline_deleted"),
             Pruned("score_ledger", "summed (history)", p.history_days, "score_ledger_folded"),
+            Pruned("events", "deleted (enrolment ended)", p.history_days, "events_released"),
             Pruned("events", "raw payload cleared", p.raw_days),
             Pruned("jobs", "deleted (done, cancelled)", p.job_days),
             Pruned("deliveries", "deleted", p.delivery_days),
@@ -240,11 +244,13 @@ class Pruner:
             self._forget_events,
             self._forget_timeline,
             self._fold_ledger,
+            self._release,
             self._raw,
             self._jobs,
             self._deliveries,
             self._timeline,
         )
+        self._items = {i.key: i for i in items}
         for item, one in zip(items, passes, strict=True):
             if item.days > 0:
                 one(item, now - timedelta(days=item.days), now, dry_run)
@@ -316,6 +322,29 @@ class Pruner:
     def _fold_ledger(self, item: Pruned, cutoff: datetime, now: datetime, dry: bool) -> None:
         fetch, apply = store.ledger_fate_after, store.fold_ledger
         self._walk(item, LEDGER_MARK, fetch, fate_walk, apply, cutoff, now, dry)
+
+    def _release(self, item: Pruned, cutoff: datetime, now: datetime, dry: bool) -> None:
+        """The events the walk passed over because a live enrolment read them, once none does:
+        each goes with its timeline rows, its ledger rows summed, in one transaction."""
+        timeline_item = self._items["timeline_deleted"]
+        ledger_item = self._items["score_ledger_folded"]
+        while True:
+            with self._batch(item, dry) as conn:
+                found = store.released_events(conn, cutoff, self.policy.batch_size)
+                notes = store.timeline_of_events(conn, found)
+                ledger = store.ledger_of_events(conn, found)
+                if dry:
+                    deleted, trimmed, folded = len(found), len(notes), len(ledger)
+                else:
+                    folded = store.fold_ledger(conn, ledger)
+                    trimmed = store.delete_timeline(conn, notes)
+                    deleted = store.delete_events(conn, [event_id for event_id, _ in found])
+            item.rows += deleted
+            item.batches += 1
+            timeline_item.rows += trimmed
+            ledger_item.rows += folded
+            if len(found) < self.policy.batch_size or (dry and found):
+                return
 
     def _walk(
         self,

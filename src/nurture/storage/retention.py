@@ -134,6 +134,53 @@ def delete_events(conn: Connection, ids: Sequence[int]) -> int:
     return int(conn.execute(stmt).rowcount) if ids else 0
 
 
+def released_events(conn: Connection, cutoff: datetime, limit: int) -> list[tuple[int, int | None]]:
+    """``(id, contact_id)`` of events the history walk passed over because a live enrolment read
+    them, which no live enrolment reads any more: processed before ``cutoff``, at or below the
+    walk's mark (only the events it kept are left there, so this reads few rows)."""
+    e = events.c
+    mark = select(retention_marks.c.last_id).where(retention_marks.c.name == EVENTS_MARK)
+    held: Any = literal_column(_HELD)
+    query = (
+        select(e.id, e.contact_id)
+        .where(
+            e.id <= mark.scalar_subquery(),
+            e.status == "processed",
+            e.processed_at < cutoff,
+            ~held,
+            _below_newest(events),
+        )
+        .order_by(e.id)
+        .limit(limit)
+    )
+    return [(r.id, r.contact_id) for r in conn.execute(query)]
+
+
+def timeline_of_events(conn: Connection, found: Sequence[tuple[int, int | None]]) -> list[int]:
+    """Ids of the timeline rows of these ``(event, contact)`` pairs."""
+    return _rows_of_events(conn, timeline, found)
+
+
+def ledger_of_events(conn: Connection, found: Sequence[tuple[int, int | None]]) -> list[int]:
+    """Ids of the score-ledger rows of these ``(event, contact)`` pairs."""
+    return _rows_of_events(conn, score_ledger, found)
+
+
+def _rows_of_events(
+    conn: Connection, table: Table, found: Sequence[tuple[int, int | None]]
+) -> list[int]:
+    """Ids of ``table``'s rows (timeline, score ledger) of these ``(event, contact)`` pairs, found
+    through the contact's index (neither table indexes ``event_id``)."""
+    c = table.c
+    ids: list[int] = []
+    for event_id, contact_id in found:
+        if contact_id is None:
+            continue
+        query = select(c.id).where(c.contact_id == contact_id, c.event_id == event_id)
+        ids.extend(r.id for r in conn.execute(query))
+    return ids
+
+
 def _fate(table: str, extra: str = "") -> str:
     """What the history pass does with a row of ``table`` (an ``int`` in SQL): ``GONE`` when its
     event is no more or it never had one (nothing can replay it now: it goes); ``KEPT`` when its

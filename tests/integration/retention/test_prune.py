@@ -402,10 +402,24 @@ def test_an_event_a_live_enrolment_reads_stays_with_its_history(app: App) -> Non
     assert seen and rules == {"purchase"}  # a replay still skips what already ran
     assert held in ledger_events and other not in ledger_events
 
-    # Once the enrolment ends, the next pass does not come back for it: it was passed over.
+    sums = {k: total for k, (total, _) in _ledger(app.db).items()}
+    dry = Pruner(app.db, HISTORY_ONLY, pause=lambda s: None).run(app.clock.now(), dry_run=True)
+    assert dry.counts()["events_released"] == 0  # still read by the live enrolment
+
+    # Once the enrolment ends, the next pass comes back for it, with its timeline and ledger.
     with app.db.begin() as conn:
         conn.execute(update(enrollments).values(status="completed"))
-    assert prune(app, HISTORY_ONLY).counts()["events_deleted"] == 0
+    dry = Pruner(app.db, HISTORY_ONLY, pause=lambda s: None).run(app.clock.now(), dry_run=True)
+    assert dry.counts()["events_released"] == 1 and held in _event_ids(app.db)
+    counts = prune(app, HISTORY_ONLY).counts()
+    assert counts["events_released"] == 1 and counts["events_deleted"] == 0
+    assert counts["timeline_deleted"] > 0 and counts["score_ledger_folded"] > 0
+    assert held not in _event_ids(app.db) and held not in _timeline_events(app.db)
+    with app.db.read() as conn:
+        ledger_events = {r.event_id for r in conn.execute(select(score_ledger.c.event_id))}
+    assert held not in ledger_events
+    assert {k: total for k, (total, _) in _ledger(app.db).items()} == sums
+    assert prune(app, HISTORY_ONLY).counts()["events_released"] == 0
 
 
 def test_a_pending_event_holds_the_history_of_the_events_after_it(app: App) -> None:
@@ -483,7 +497,7 @@ def test_a_dry_run_counts_what_a_run_does_and_changes_nothing(app: App) -> None:
     assert dry.writes == 0 and dry.counts()["events"] == 25
     real = prune(app, policy)
     assert real.counts() == dry.counts()
-    history = {"events_deleted", "timeline_deleted", "score_ledger_folded"}
+    history = {"events_deleted", "timeline_deleted", "score_ledger_folded", "events_released"}
     assert all(v > 0 for k, v in real.counts().items() if k not in {"deliveries", *history})
     assert {real.counts()[k] for k in history} == {0}  # 200 days: inside the history window
 
