@@ -29,6 +29,7 @@ from nurture.storage import contacts as contact_store
 from nurture.storage import jobs as job_store
 from nurture.storage import messages as message_store
 from nurture.testing import FakeBrevo, FakeResend
+from tests.helpers import email_job
 from tests.system.provider_server import WAIT_SECONDS, ProviderServer
 from tests.system.test_delivery_crash import NURTURE, ROOT, spawn, wait_for
 
@@ -67,16 +68,9 @@ def enqueue(db: Database, transactional: bool) -> None:
                 key=key,
                 run_at=now,
                 contact_id=contact.id,
-                payload={
-                    "template": "thank_you",
-                    "contact_id": contact.id,
-                    "event_id": None,
-                    "rule_id": None,
-                    "enrollment_id": None,
-                    "step_id": None,
-                    "transactional": transactional,
-                    "vars": {},
-                },
+                payload=email_job(
+                    contact.id, key, rule_id=None, transactional=transactional
+                ).payload,
             )
 
 

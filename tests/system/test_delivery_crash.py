@@ -32,6 +32,7 @@ from nurture.storage import contacts as contact_store
 from nurture.storage import jobs as job_store
 from nurture.storage import messages as message_store
 from nurture.testing import FakeBrevo, FakeResend
+from tests.helpers import email_job
 from tests.system.provider_server import WAIT_SECONDS, ProviderServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -76,16 +77,9 @@ def crash_db(pg_url: str) -> Iterator[Database]:
             key=KEY,
             run_at=now,
             contact_id=contact.id,
-            payload={
-                "template": "thank_you",
-                "contact_id": contact.id,
-                "event_id": None,
-                "rule_id": None,
-                "enrollment_id": None,
-                "step_id": "reminder",
-                "transactional": True,
-                "vars": {},
-            },
+            payload=email_job(
+                contact.id, KEY, rule_id=None, step_id="reminder", transactional=True
+            ).payload,
         )
     yield db
     db.dispose()

@@ -40,6 +40,7 @@ from nurture.storage import events as event_store
 from nurture.storage import jobs as job_store
 from nurture.storage import messages as message_store
 from nurture.testing import FakeResend, new_secret
+from tests.helpers import email_job
 from tests.system.serving import NURTURE, ROOT, WAIT_SECONDS, Load, nurture_serve
 
 pytestmark = pytest.mark.slow
@@ -183,16 +184,9 @@ def enqueue_emails(db: Database) -> list[str]:
                 key=key,
                 run_at=now,
                 contact_id=contact.id,
-                payload={
-                    "template": "thank_you",
-                    "contact_id": contact.id,
-                    "event_id": None,
-                    "rule_id": None,
-                    "enrollment_id": None,
-                    "step_id": "stop",
-                    "transactional": True,
-                    "vars": {},
-                },
+                payload=email_job(
+                    contact.id, key, rule_id=None, step_id="stop", transactional=True
+                ).payload,
             )
             keys.append(key)
     return keys
