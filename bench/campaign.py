@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import multiprocessing as mp
 import os
 import random
 import sys
@@ -39,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from delivery import with_pg_database, worker_process  # noqa: E402
+from delivery import run_workers, with_pg_database  # noqa: E402
 from nurture.clock import SystemClock  # noqa: E402
 from nurture.commerce import imports, recommendations  # noqa: E402
 from nurture.commerce import purchases as commerce  # noqa: E402
@@ -77,37 +76,11 @@ def generate(path: Path, contacts: int, seed: int = 7) -> int:
 
 def send(url: str, workers: int, total: int, outbox: Path) -> tuple[float, float, int]:
     """Drain the queue with ``workers`` processes: (wall s, CPU s of all workers, RSS kB max)."""
-    ctx = mp.get_context("spawn")
-    go, results = ctx.Event(), ctx.Queue()
-    procs, readies = [], []
-    for w in range(workers):
-        ready = ctx.Event()
-        proc = ctx.Process(
-            daemon=True,
-            target=worker_process,
-            args=(
-                url,
-                "recording",
-                0,
-                "",
-                str(outbox),
-                f"campaign-w{w}",
-                total,
-                ready,
-                go,
-                results,
-            ),
-        )
-        proc.start()
-        procs.append(proc)
-        readies.append(ready)
-    for ready in readies:
-        ready.wait(120)
-    started = time.time()
-    go.set()
-    answers = [results.get(timeout=7200) for _ in procs]
-    for proc in procs:
-        proc.join(60)
+    started, answers = run_workers(
+        workers,
+        lambda w: (url, "recording", 0, "", str(outbox), f"campaign-w{w}", total),
+        timeout=7200,
+    )
     rss = max(max((s[1] for s in a[3]), default=0) for a in answers)
     return max(a[1] for a in answers) - started, sum(a[2] for a in answers), rss
 

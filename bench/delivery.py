@@ -253,6 +253,33 @@ class Run:
         self.rate, self.cpu_ms, self.samples = rate, cpu_ms, samples
 
 
+def run_workers(
+    workers: int, args_for: Any, *, timeout: float
+) -> tuple[float, list[tuple[str, float, float, list[tuple[int, int]]]]]:
+    """Start ``workers`` ``worker_process`` processes (``args_for(w)``: their arguments before
+    the start signal's), release them together once all are ready, and wait for each one's
+    ``(name, finished, cpu, samples)``. Returns the release time and the answers."""
+    ctx = mp.get_context("spawn")
+    go, results = ctx.Event(), ctx.Queue()
+    procs, readies = [], []
+    for w in range(workers):
+        ready = ctx.Event()
+        proc = ctx.Process(
+            daemon=True, target=worker_process, args=(*args_for(w), ready, go, results)
+        )
+        proc.start()
+        procs.append(proc)
+        readies.append(ready)
+    for ready in readies:
+        ready.wait(120)
+    started = time.time()
+    go.set()
+    answers = [results.get(timeout=timeout) for _ in procs]
+    for proc in procs:
+        proc.join(60)
+    return started, answers
+
+
 def one_run(
     db: Database,
     url: str,
@@ -287,38 +314,11 @@ def one_run(
     for start in range(0, len(specs), 10_000):
         with db.begin() as conn:
             enqueue_many(conn, specs[start : start + 10_000], now=now)
-    ctx = mp.get_context("spawn")
-    go = ctx.Event()
-    results = ctx.Queue()
-    procs, readies = [], []
-    for w in range(workers):
-        ready = ctx.Event()
-        proc = ctx.Process(
-            daemon=True,
-            target=worker_process,
-            args=(
-                url,
-                row,
-                smtp_port,
-                resend_url,
-                str(outbox),
-                f"{tag}-w{w}",
-                len(contact_ids),
-                ready,
-                go,
-                results,
-            ),
-        )
-        proc.start()
-        procs.append(proc)
-        readies.append(ready)
-    for ready in readies:
-        ready.wait(120)
-    started = time.time()
-    go.set()
-    answers = [results.get(timeout=3600) for _ in procs]
-    for proc in procs:
-        proc.join(60)
+    started, answers = run_workers(
+        workers,
+        lambda w: (url, row, smtp_port, resend_url, str(outbox), f"{tag}-w{w}", len(contact_ids)),
+        timeout=3600,
+    )
     if row != "noop":
         with db.read() as conn:
             sent = conn.execute(
