@@ -22,12 +22,19 @@ class ProviderServer:
 
     With ``hold_first`` the answer to the first request that was accepted (one e-mail, or a
     whole batch) is held back (``held`` is set) until ``release``: the provider has the e-mails,
-    the sender never learns it.
+    the sender never learns it. With ``hold_all`` every answer is held until ``release``.
     """
 
-    def __init__(self, fake: FakeResend | FakeBrevo, origin: str, *, hold_first: bool) -> None:
+    def __init__(
+        self,
+        fake: FakeResend | FakeBrevo,
+        origin: str,
+        *,
+        hold_first: bool = False,
+        hold_all: bool = False,
+    ) -> None:
         self.fake, self.origin = fake, origin
-        self.hold_first = hold_first
+        self.hold_first, self.hold_all = hold_first, hold_all
         self.held, self.release = threading.Event(), threading.Event()
         self.errors: list[str] = []
         self.lock = threading.Lock()
@@ -39,6 +46,11 @@ class ProviderServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
+    def accepted(self) -> int:
+        """E-mails the provider has, whether they came one per request or as a batch."""
+        with self.lock:
+            return len(self.fake.accepted)
+
     def _answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Any:
         request = httpx.Request(method, self.origin + path, headers=headers, content=body)
         with self.lock:
@@ -48,7 +60,9 @@ class ProviderServer:
             except AssertionError as exc:  # a request the documented API would refuse
                 self.errors.append(f"{method} {path}: {exc!r}")
                 return httpx.Response(400, json={"message": "request does not match the API"})
-            hold = self.hold_first and accepted == 0 and len(self.fake.accepted) > 0
+            hold = self.hold_all or (
+                self.hold_first and accepted == 0 and len(self.fake.accepted) > 0
+            )
         if hold:
             self.held.set()
             self.release.wait(WAIT_SECONDS)

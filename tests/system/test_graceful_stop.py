@@ -11,16 +11,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from functools import partial
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +38,7 @@ from nurture.storage import jobs as job_store
 from nurture.storage import messages as message_store
 from nurture.testing import FakeResend, new_secret
 from tests.helpers import email_job
+from tests.system.provider_server import ProviderServer
 from tests.system.serving import NURTURE, ROOT, WAIT_SECONDS, Load, nurture_serve
 
 pytestmark = pytest.mark.slow
@@ -108,67 +106,12 @@ def assert_committed(url: str, accepted: dict[str, int]) -> None:
 # -- nurture worker ---------------------------------------------------------------------------
 
 
-class HeldProvider:
-    """Resend's documented API over real HTTP; every answer is held until ``release``.
-    ``arrived`` counts e-mails, whether they came one per request or as a batch."""
-
-    def __init__(self) -> None:
-        self.fake = FakeResend()
-        self.release = threading.Event()
-        self.lock = threading.Lock()
-        self.arrived = 0
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("content-length") or 0)
-                body = self.rfile.read(length)
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                request = httpx.Request(
-                    "POST", "https://api.resend.com" + self.path, headers=headers, content=body
-                )
-                with outer.lock:
-                    response = outer.fake.handle(request)
-                    # E-mails, not requests: concurrent sends go out as one /emails/batch.
-                    sent = json.loads(body) if self.path.endswith("/batch") else [body]
-                    outer.arrived += len(sent)
-                outer.release.wait(WAIT_SECONDS)
-                try:
-                    self.send_response(response.status_code)
-                    self.send_header("content-type", "application/json")
-                    self.send_header("content-length", str(len(response.content)))
-                    self.end_headers()
-                    self.wfile.write(response.content)
-                except OSError:
-                    pass  # the worker gave up on this attempt
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        return Handler
-
-    def __enter__(self) -> HeldProvider:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-
 EMAILS = 4
+
+
+def held_resend() -> ProviderServer:
+    """Resend's documented API over real HTTP; every answer is held until ``release``."""
+    return ProviderServer(FakeResend(), "https://api.resend.com", hold_all=True)
 
 
 def enqueue_emails(db: Database) -> list[str]:
@@ -235,11 +178,11 @@ def test_worker_finishes_running_jobs_within_the_grace_period(
     db, env = worker_env
     keys = enqueue_emails(db)
     log = tmp_path / "worker.log"
-    with HeldProvider() as provider:
+    with held_resend() as provider:
         env = {**env, "NURTURE_RESEND_API_URL": provider.url, "NURTURE_JOB_GRACE_SECONDS": "60"}
         proc = spawn_worker(env, log)
         try:
-            wait_for("every e-mail at the provider", lambda: provider.arrived == EMAILS, proc)
+            wait_for("every e-mail at the provider", lambda: provider.accepted() == EMAILS, proc)
             proc.send_signal(signal.SIGTERM)
             # The worker has stopped claiming and waits for its attempts; now they complete.
             wait_for("the drain", lambda: '"action":"jobs.drain"' in log.read_text(), proc)
@@ -259,11 +202,11 @@ def test_worker_hands_back_jobs_that_outlast_the_grace_period(
 ) -> None:
     db, env = worker_env
     keys = enqueue_emails(db)
-    with HeldProvider() as provider:
+    with held_resend() as provider:
         env = {**env, "NURTURE_RESEND_API_URL": provider.url, "NURTURE_JOB_GRACE_SECONDS": "1"}
         first = spawn_worker(env, tmp_path / "first.log")
         try:
-            wait_for("every e-mail at the provider", lambda: provider.arrived == EMAILS, first)
+            wait_for("every e-mail at the provider", lambda: provider.accepted() == EMAILS, first)
             first.send_signal(signal.SIGTERM)
             code = first.wait(timeout=WAIT_SECONDS)
         finally:
