@@ -20,13 +20,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from nurture.accounts import users
 from nurture.database import migrate
 from nurture.database.engine import Database
 from nurture.testing import free_port, new_secret
+from tests.system.serving import wait_ready
 
 CHROMIUM = os.environ.get("NURTURE_CHROMIUM", "/usr/bin/chromium")
 REQUIRE = os.environ.get("NURTURE_REQUIRE_BROWSER") == "1"
@@ -85,21 +85,6 @@ class Server:
     proc: subprocess.Popen[bytes]
 
 
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            err = proc.stderr.read().decode() if proc.stderr else ""
-            raise AssertionError(f"nurture exited early with {proc.returncode}: {err[-2000:]}")
-        try:
-            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("nurture did not become ready")
-
-
 @pytest.fixture(scope="module")
 def server(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
@@ -140,7 +125,7 @@ def server(
     )
     server_url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(server_url, proc)
+        wait_ready(server_url, proc, timeout=120)
         yield Server(server_url, db, secret, base / "outbox", proc)
     finally:
         proc.terminate()

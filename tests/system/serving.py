@@ -30,11 +30,22 @@ REQUIRE_TOOLS = os.environ.get("NURTURE_REQUIRE_DEPLOY_TOOLS") == "1"
 WAIT_SECONDS = 60.0
 
 
-def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + WAIT_SECONDS
+def wait_ready(
+    url: str,
+    proc: subprocess.Popen[bytes],
+    log: Path | None = None,
+    timeout: float = WAIT_SECONDS,
+) -> None:
+    """Until ``/readyz`` answers 200; a process that exits first fails with its output (``log``,
+    or the tail of its piped stderr)."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"nurture exited with {proc.returncode}:\n{log.read_text()}")
+            if log is not None:
+                said = log.read_text()
+            else:
+                said = proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+            raise AssertionError(f"nurture exited with {proc.returncode}:\n{said}")
         try:
             if httpx.get(url + "/readyz", timeout=1).status_code == 200:
                 return

@@ -22,7 +22,7 @@ from nurture.database.engine import Database
 from nurture.storage import events as event_store
 from nurture.testing import free_port, new_secret, signed_json
 from tests.conftest import pg_available
-from tests.system.test_up_process import wait_ready
+from tests.system.serving import wait_ready
 
 pytestmark = pytest.mark.slow
 NURTURE = str(Path(sys.executable).parent / "nurture")

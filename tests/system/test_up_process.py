@@ -14,23 +14,10 @@ import httpx
 import pytest
 
 from nurture.testing import free_port, new_secret, signed_json
+from tests.system.serving import wait_ready
 
 pytestmark = pytest.mark.slow
 NURTURE = str(Path(sys.executable).parent / "nurture")
-
-
-def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"nurture exited early with {proc.returncode}")
-        try:
-            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("nurture did not become ready")
 
 
 def test_up_serves_signed_events_and_api(tmp_path: Path) -> None:
