@@ -199,17 +199,19 @@ GONE, KEPT, LATER = 1, 0, 2
 
 
 def _aged_after(
-    conn: Connection, table: Table, after_id: int, limit: int, third: str
+    conn: Connection, table: Table, after_id: int, limit: int, third: str, *, spare_newest: bool
 ) -> list[tuple[int, datetime, int]]:
-    """``(id, at, third)`` of the next ``limit`` rows of ``table`` by id."""
+    """``(id, at, third)`` of the next ``limit`` rows of ``table`` by id (``spare_newest``: not
+    the table's newest row, see ``_below_newest``)."""
     c = table.c
     if conn.dialect.name == "sqlite":
-        got = _sqlite_after(
-            conn, table.name, ("id", "at", third), after_id, limit, spare_newest=True
-        )
+        columns = ("id", "at", third)
+        got = _sqlite_after(conn, table.name, columns, after_id, limit, spare_newest=spare_newest)
         return [(r[0], read_sqlite_time(r[1]), int(r[2])) for r in got]
     flag: Any = literal_column(third).label("flag")
-    query = select(c.id, c.at, flag).where(c.id > after_id, _below_newest(table))
+    query = select(c.id, c.at, flag).where(c.id > after_id)
+    if spare_newest:
+        query = query.where(_below_newest(table))
     rows = conn.execute(query.order_by(c.id).limit(limit))
     return [(r.id, r.at, int(r.flag)) for r in rows]
 
@@ -218,7 +220,7 @@ def timeline_fate_after(
     conn: Connection, after_id: int, limit: int
 ) -> list[tuple[int, datetime, int]]:
     """``(id, at, fate)`` of the next ``limit`` timeline rows by id (``_fate``)."""
-    return _aged_after(conn, timeline, after_id, limit, _fate("timeline"))
+    return _aged_after(conn, timeline, after_id, limit, _fate("timeline"), spare_newest=True)
 
 
 def delete_timeline(conn: Connection, ids: Sequence[int]) -> int:
@@ -238,7 +240,7 @@ def ledger_fate_after(
     folded = (
         f"CASE WHEN score_ledger.reason = '{FOLDED}' THEN {KEPT} ELSE {_fate('score_ledger')} END"
     )
-    return _aged_after(conn, score_ledger, after_id, limit, folded)
+    return _aged_after(conn, score_ledger, after_id, limit, folded, spare_newest=True)
 
 
 def fold_ledger(conn: Connection, ids: Sequence[int]) -> int:
@@ -298,15 +300,10 @@ def fold_ledger(conn: Connection, ids: Sequence[int]) -> int:
     return len(rows)
 
 
-def timeline_after(conn: Connection, after_id: int, limit: int) -> list[tuple[int, datetime, bool]]:
+def timeline_after(conn: Connection, after_id: int, limit: int) -> list[tuple[int, datetime, int]]:
     """``(id, at, has_detail)`` of the next ``limit`` timeline rows by id."""
-    t, plain = timeline.c, _has_detail(conn.dialect.name)
-    if conn.dialect.name == "sqlite":
-        got = _sqlite_after(conn, "timeline", ("id", "at", plain), after_id, limit)
-        return [(r[0], read_sqlite_time(r[1]), bool(r[2])) for r in got]
-    has: Any = literal_column(plain).label("has_detail")
-    rows = conn.execute(select(t.id, t.at, has).where(t.id > after_id).order_by(t.id).limit(limit))
-    return [(r.id, r.at, bool(r.has_detail)) for r in rows]
+    plain = f"CASE WHEN {_has_detail(conn.dialect.name)} THEN 1 ELSE 0 END"
+    return _aged_after(conn, timeline, after_id, limit, plain, spare_newest=False)
 
 
 def trim_detail(conn: Connection, ids: Sequence[int]) -> int:
