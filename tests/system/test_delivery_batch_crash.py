@@ -12,7 +12,6 @@ found by recipient and tag.
 
 from __future__ import annotations
 
-import os
 import signal
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -31,7 +30,7 @@ from nurture.storage import messages as message_store
 from nurture.testing import FakeBrevo, FakeResend
 from tests.helpers import email_job
 from tests.system.provider_server import WAIT_SECONDS, ProviderServer
-from tests.system.test_delivery_crash import NURTURE, ROOT, spawn, wait_for
+from tests.system.test_delivery_crash import NURTURE, spawn, wait_for, worker_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -94,21 +93,7 @@ def test_sigkill_after_the_batch_was_accepted_sends_each_email_once(
         fake, origin, base = FakeBrevo(), "https://api.brevo.com", "/v3"
     enqueue(crash_db, transactional=provider == "brevo")
     with ProviderServer(fake, origin, hold_first=True) as server:
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(ROOT),
-            "NURTURE_DATABASE_URL": pg_url,
-            "NURTURE_EMAIL_PROVIDER": provider,
-            "NURTURE_RESEND_API_KEY": FakeResend.api_key,
-            "NURTURE_BREVO_API_KEY": FakeBrevo.api_key,
-            f"NURTURE_{provider.upper()}_API_URL": server.url + base,
-            "NURTURE_SECRET_KEY": "crash-test-key",
-            "NURTURE_EMAIL_FROM": "Shop <shop@example.com>",
-            "NURTURE_EMAIL_RATE_PER_SECOND": "1000",
-            "NURTURE_JOB_LEASE_SECONDS": "2",
-            "NURTURE_JOB_MAX_IDLE_SECONDS": "0.5",
-            "NURTURE_WORKER_POLL_SECONDS": "0.5",
-        }
+        env = worker_env(pg_url, provider, server.url + base, NURTURE_EMAIL_RATE_PER_SECOND="1000")
         first = spawn([NURTURE, "worker"], env, tmp_path / "first.log")
         wait_for("the provider to accept the batch", server.held.is_set, first)
         # One request carried all five; their rows are claimed, the answer never came.

@@ -65,6 +65,25 @@ def job_status(db: Database) -> str:
     return str(job["status"])
 
 
+def worker_env(pg_url: str, provider: str, api_url: str, **extra: str) -> dict[str, str]:
+    """A worker process's environment: ``provider`` at ``api_url``, short leases and polls."""
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "NURTURE_DATABASE_URL": pg_url,
+        "NURTURE_EMAIL_PROVIDER": provider,
+        "NURTURE_RESEND_API_KEY": FakeResend.api_key,
+        "NURTURE_BREVO_API_KEY": FakeBrevo.api_key,
+        f"NURTURE_{provider.upper()}_API_URL": api_url,
+        "NURTURE_SECRET_KEY": "crash-test-key",
+        "NURTURE_EMAIL_FROM": "Shop <shop@example.com>",
+        "NURTURE_JOB_LEASE_SECONDS": "2",
+        "NURTURE_JOB_MAX_IDLE_SECONDS": "0.5",
+        "NURTURE_WORKER_POLL_SECONDS": "0.5",
+        **extra,
+    }
+
+
 @pytest.fixture
 def crash_db(pg_url: str) -> Iterator[Database]:
     db = Database(pg_url)
@@ -109,20 +128,7 @@ def test_sigkilled_worker_mid_send_is_settled_by_the_next_one(
     else:
         fake, origin, base = FakeBrevo(), "https://api.brevo.com", "/v3"
     with ProviderServer(fake, origin, hold_first=window == "accepted") as server:
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(ROOT),
-            "NURTURE_DATABASE_URL": pg_url,
-            "NURTURE_EMAIL_PROVIDER": provider,
-            "NURTURE_RESEND_API_KEY": FakeResend.api_key,
-            "NURTURE_BREVO_API_KEY": FakeBrevo.api_key,
-            f"NURTURE_{provider.upper()}_API_URL": server.url + base,
-            "NURTURE_SECRET_KEY": "crash-test-key",
-            "NURTURE_EMAIL_FROM": "Shop <shop@example.com>",
-            "NURTURE_JOB_LEASE_SECONDS": "2",
-            "NURTURE_JOB_MAX_IDLE_SECONDS": "0.5",
-            "NURTURE_WORKER_POLL_SECONDS": "0.5",
-        }
+        env = worker_env(pg_url, provider, server.url + base)
         if window == "claimed":
             paused = tmp_path / "paused"
             first = spawn(
