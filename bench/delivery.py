@@ -34,18 +34,14 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import os
-import socket
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 from aiosmtpd.controller import Controller
 from sqlalchemy import create_engine, func, select, text
 
@@ -61,7 +57,7 @@ from nurture.database.engine import Database  # noqa: E402
 from nurture.jobs import HandlerRegistry, JobContext, JobSpec, JobWorker, enqueue_many  # noqa: E402
 from nurture.schema.tables import jobs, messages  # noqa: E402
 from nurture.storage import contacts as contact_store  # noqa: E402
-from nurture.testing import FakeResend  # noqa: E402
+from nurture.testing import FakeResend, ProviderServer, free_port  # noqa: E402
 
 ROWS = ("noop", "recording", "console", "smtp", "resend", "pg")
 LABELS = {
@@ -85,66 +81,6 @@ class Sink:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.count += 1
         return "250 OK"
-
-
-class ResendServer:
-    """``FakeResend.handle`` behind a real HTTP socket, as if at Resend's documented host."""
-
-    def __init__(self) -> None:
-        self.fake = FakeResend()
-        self.lock = threading.Lock()
-        fake, lock = self.fake, self.lock
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            # http.server writes the headers and the body separately; with Nagle on, the body
-            # waits for the client's delayed ACK of the headers (~40 ms a request), a stall real
-            # API servers do not have (they set TCP_NODELAY, as httpx does on its side).
-            disable_nagle_algorithm = True
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("content-length") or 0)
-                body = self.rfile.read(length)
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                request = httpx.Request(
-                    "POST", RESEND_ORIGIN + self.path, headers=headers, content=body
-                )
-                with lock:
-                    try:
-                        response = fake.handle(request)
-                    except AssertionError as exc:
-                        response = httpx.Response(400, json={"message": repr(exc)})
-                    fake.requests.clear()  # keep memory flat over long runs
-                content = response.content
-                self.send_response(response.status_code)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(content)))
-                self.end_headers()
-                self.wfile.write(content)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def accepted(self) -> int:
-        with self.lock:
-            return len(self.fake.accepted)
-
-    def close(self) -> None:
-        self.server.shutdown()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def rss_kb() -> int:
@@ -350,7 +286,7 @@ def new_contacts(db: Database, n: int) -> list[int]:
 
 
 def measure(
-    url: str, rows: list[str], workers: int, n: int, repeat: int, resend: ResendServer
+    url: str, rows: list[str], workers: int, n: int, repeat: int, resend: ProviderServer
 ) -> dict[str, Run]:
     tmp = Path(tempfile.mkdtemp(prefix="nurture-bench-"))
     db = Database(url)
@@ -408,9 +344,10 @@ def main() -> None:
     args = parser.parse_args()
     wanted = [r for r in args.rows.split(",") if r]
     load = os.getloadavg()
-    resend = ResendServer()
     table: list[tuple[str, str, int, Run | None]] = []
-    try:
+    # Resend's documented API behind a real socket; requests are forgotten once answered, so
+    # memory stays flat over long runs.
+    with ProviderServer(FakeResend(), RESEND_ORIGIN, keep_requests=False) as resend:
         sqlite_rows = [r for r in wanted if r != "pg"]
         url = f"sqlite:///{tempfile.mkdtemp(prefix='nurture-bench-')}/bench.db"
         found = measure(url, sqlite_rows, 1, args.messages, args.repeat, resend)
@@ -424,8 +361,6 @@ def main() -> None:
         if args.memory:
             url = f"sqlite:///{tempfile.mkdtemp(prefix='nurture-bench-')}/memory.db"
             memory = measure(url, ["recording"], 1, args.memory, 1, resend)["recording"]
-    finally:
-        resend.close()
 
     print(
         f"\n{args.messages} e-mails per row, best of {args.repeat}; load average before the run "

@@ -27,9 +27,9 @@ from nurture.schema.tables import message_batches
 from nurture.storage import contacts as contact_store
 from nurture.storage import jobs as job_store
 from nurture.storage import messages as message_store
-from nurture.testing import FakeBrevo, FakeResend
+from nurture.testing import FakeBrevo, FakeResend, ProviderServer
 from tests.helpers import email_job
-from tests.system.provider_server import WAIT_SECONDS, ProviderServer
+from tests.system.serving import WAIT_SECONDS
 from tests.system.test_delivery_crash import NURTURE, spawn, wait_for, worker_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]

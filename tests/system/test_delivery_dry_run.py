@@ -23,8 +23,8 @@ from nurture.database import migrate
 from nurture.database.engine import Database
 from nurture.storage import contacts as contact_store
 from nurture.storage import messages as message_store
-from nurture.testing import FakeResend, free_port
-from tests.system.provider_server import WAIT_SECONDS, ProviderServer
+from nurture.testing import FakeResend, ProviderServer, free_port
+from tests.system.serving import WAIT_SECONDS
 
 pytestmark = pytest.mark.slow
 NURTURE = str(Path(sys.executable).parent / "nurture")

@@ -36,9 +36,8 @@ from nurture.storage import contacts as contact_store
 from nurture.storage import events as event_store
 from nurture.storage import jobs as job_store
 from nurture.storage import messages as message_store
-from nurture.testing import FakeResend, new_secret
+from nurture.testing import FakeResend, ProviderServer, new_secret
 from tests.helpers import email_job
-from tests.system.provider_server import ProviderServer
 from tests.system.serving import NURTURE, ROOT, WAIT_SECONDS, Load, nurture_serve
 
 pytestmark = pytest.mark.slow

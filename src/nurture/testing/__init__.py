@@ -3,6 +3,7 @@
 Every port ships a fake here: clocks (``FixedClock``, ``VirtualClock``), the recording channels
 (the e-mail, SMS and webhook ports; also what ``NURTURE_DRY_RUN`` sends through), fakes of the
 third-party APIs at their HTTP boundary (``FakeBrevo``/``FakeResend`` for ``httpx.MockTransport``,
+or behind a real socket with ``ProviderServer``,
 ``NotionFake`` and ``HookRecorder`` as real local servers through ``serve``), and the
 signed-request builders, which use the same ``sign`` functions as ``verify`` so tests exercise
 the real verification path. ``Harness`` runs the app and a processor in one process.
@@ -18,6 +19,7 @@ from nurture.providers.recording import (
 from nurture.testing.harness import Harness, harness
 from nurture.testing.notion import NotionFake
 from nurture.testing.provider_apis import FakeBrevo, FakeResend
+from nurture.testing.provider_server import ProviderServer
 from nurture.testing.requests import (
     brevo_request,
     calcom_request,
@@ -36,6 +38,7 @@ __all__ = [
     "Harness",
     "HookRecorder",
     "NotionFake",
+    "ProviderServer",
     "Recorded",
     "RecordedPost",
     "RecordingEmail",

@@ -1,4 +1,5 @@
-"""Brevo's or Resend's documented API over real HTTP on 127.0.0.1, for worker processes.
+"""Brevo's or Resend's documented API over real HTTP on 127.0.0.1, for worker processes (the
+system tests) and for ``bench/delivery.py``.
 
 The request checks are those of the ``httpx.MockTransport`` fakes in
 ``nurture.testing.provider_apis``; this only puts them behind a socket.
@@ -12,9 +13,10 @@ from typing import Any
 
 import httpx
 
-from nurture.testing import FakeBrevo, FakeResend
+from nurture.testing.provider_apis import FakeBrevo, FakeResend
 
-WAIT_SECONDS = 60.0
+# How long a held answer waits for ``release`` at most.
+HOLD_SECONDS = 60.0
 
 
 class ProviderServer:
@@ -23,6 +25,7 @@ class ProviderServer:
     With ``hold_first`` the answer to the first request that was accepted (one e-mail, or a
     whole batch) is held back (``held`` is set) until ``release``: the provider has the e-mails,
     the sender never learns it. With ``hold_all`` every answer is held until ``release``.
+    ``keep_requests=False`` forgets each request once answered (a long benchmark's memory).
     """
 
     def __init__(
@@ -32,9 +35,11 @@ class ProviderServer:
         *,
         hold_first: bool = False,
         hold_all: bool = False,
+        keep_requests: bool = True,
     ) -> None:
         self.fake, self.origin = fake, origin
         self.hold_first, self.hold_all = hold_first, hold_all
+        self.keep_requests = keep_requests
         self.held, self.release = threading.Event(), threading.Event()
         self.errors: list[str] = []
         self.lock = threading.Lock()
@@ -60,12 +65,14 @@ class ProviderServer:
             except AssertionError as exc:  # a request the documented API would refuse
                 self.errors.append(f"{method} {path}: {exc!r}")
                 return httpx.Response(400, json={"message": "request does not match the API"})
+            if not self.keep_requests:
+                self.fake.requests.clear()
             hold = self.hold_all or (
                 self.hold_first and accepted == 0 and len(self.fake.accepted) > 0
             )
         if hold:
             self.held.set()
-            self.release.wait(WAIT_SECONDS)
+            self.release.wait(HOLD_SECONDS)
         return response
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -73,6 +80,10 @@ class ProviderServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # http.server writes the headers and the body separately; with Nagle on, the body
+            # waits for the client's delayed ACK of the headers (~40 ms a request), a stall real
+            # API servers do not have (they set TCP_NODELAY, as httpx does on its side).
+            disable_nagle_algorithm = True
 
             def _serve(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
